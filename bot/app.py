@@ -1,0 +1,213 @@
+"""The composition root: build_app(settings) wires everything; main() is the console entry point."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from typing import TextIO
+
+import structlog
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiohttp import web
+
+from bot.chat.console import ConsoleGateway
+from bot.chat.telegram import TelegramGateway
+from bot.cli import INGEST_TOKEN_KEY, send_test_alert
+from bot.deps import Deps
+from bot.dispatcher import build_dispatcher
+from bot.logging import configure_logging
+from bot.render import Renderer
+from bot.settings import Settings, SettingsError, load_settings
+from handlers.http import api, health, ingress
+from handlers.http.common import DEPS, MAX_BODY_BYTES, HttpDeps
+from handlers.http.middleware import error_middleware
+from services.analysis import AnalysisService
+from services.approvals import ApprovalService
+from services.chat import ChatService
+from services.incidents import IncidentService
+from services.notify import Notifier, Wakeup
+from services.outbox import OutboxSender
+from services.pacing import Pacer
+from services.ports import ChannelLimits, ChatGateway, ChatTarget
+from services.queries import IncidentQueries
+from services.rules import RuleEngine
+from storage.clock import Clock, utcnow
+from storage.db import Database
+
+log = structlog.get_logger(__name__)
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+FULL_DEPS: web.AppKey[Deps] = web.AppKey("full_deps", Deps)
+CONSOLE_TARGET = ChatTarget("console", "log")
+
+
+def build_app(settings: Settings, *, clock: Clock = utcnow, console: TextIO | None = None) -> web.Application:
+    """The whole application as an aiohttp app; its lifespan starts the workers and Telegram polling."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app.add_routes(ingress.routes)
+    app.add_routes(api.routes)
+    app.add_routes(health.routes)
+
+    async def lifespan(app: web.Application) -> AsyncIterator[None]:
+        async with _running(app, settings, clock, console):
+            yield
+
+    app.cleanup_ctx.append(lifespan)
+    return app
+
+
+async def ensure_ingest_token(db: Database, settings: Settings) -> tuple[str, bool]:
+    """(token, generated): the configured token, or one generated at first start and kept in the database."""
+    if settings.ingest_token is not None:
+        return settings.ingest_token.get_secret_value(), False
+    async with db.write() as tx:
+        token = await tx.kv.put_if_absent(INGEST_TOKEN_KEY, secrets.token_urlsafe(24))
+    return token, True
+
+
+@contextlib.asynccontextmanager
+async def _running(app: web.Application, settings: Settings, clock: Clock, console: TextIO | None) -> AsyncIterator[None]:
+    db = Database(settings.database_url)
+    await db.create_schema()
+    token, generated = await ensure_ingest_token(db, settings)
+    renderer = Renderer(settings.tz)
+    roles = settings.role_map
+    outbox_wakeup, analysis_wakeup = Wakeup(), Wakeup()
+
+    bot: Bot | None = None
+    gateways: list[ChatGateway] = []
+    if settings.telegram_token is not None:
+        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base), timeout=30)
+        bot = Bot(settings.telegram_token.get_secret_value(), session=session)
+        gateways.append(TelegramGateway(bot, renderer))
+    if bot is not None and settings.telegram_chat_id is not None:
+        card_targets = [ChatTarget("telegram", str(settings.telegram_chat_id))]
+    else:
+        card_targets = [CONSOLE_TARGET]
+        gateways.append(ConsoleGateway(renderer, console))
+
+    notifier = Notifier(card_targets, outbox_wakeup)
+    queries = IncidentQueries(db)
+    analysis = AnalysisService(db, RuleEngine(), notifier, roles, clock, analysis_wakeup)
+    deps = Deps(
+        settings=settings,
+        db=db,
+        renderer=renderer,
+        notifier=notifier,
+        incidents=IncidentService(db, notifier, clock, analysis_wakeup),
+        queries=queries,
+        approvals=ApprovalService(db, notifier, roles, clock),
+        analysis=analysis,
+        chat=ChatService(db, queries, notifier, roles, clock),
+        ingest_token=token,
+        telegram_state="polling" if bot is not None else "not configured",
+    )
+    app[FULL_DEPS] = deps
+    app[DEPS] = HttpDeps(db=db, incidents=deps.incidents, queries=queries, ingest_token=token, telegram_state=deps.telegram_state)
+
+    limits = ChannelLimits(settings.chat_rate_per_second, settings.group_rate_per_minute, settings.bot_rate_per_second)
+    senders = [
+        OutboxSender(db, gw, queries, Pacer(limits, gw.is_group), clock, max_backoff=settings.outbox_max_backoff_seconds)
+        for gw in gateways
+    ]
+    if db.is_sqlite:  # one process owns a SQLite file: whatever was in flight when it died goes again now
+        for sender in senders:
+            await sender.release_own_claims()
+        await analysis.release_own_claims()
+
+    tasks = [asyncio.create_task(analysis.run(), name="analysis")]
+    tasks += [asyncio.create_task(s.run(outbox_wakeup.listener().wait), name=f"outbox-{s.channel}") for s in senders]
+    dp: Dispatcher | None = None
+    if bot is not None:
+        dp = build_dispatcher(deps)
+        polling = asyncio.create_task(
+            dp.start_polling(
+                bot,
+                handle_signals=False,
+                close_bot_session=False,
+                polling_timeout=settings.telegram_polling_timeout,
+                allowed_updates=dp.resolve_used_update_types(),
+            ),
+            name="telegram-polling",
+        )
+        polling.add_done_callback(_polling_ended)
+        tasks.append(polling)
+    _print_banner(settings, token, generated, card_targets)
+    try:
+        yield
+    finally:
+        if dp is not None:
+            with contextlib.suppress(RuntimeError):  # polling had already stopped
+                await dp.stop_polling()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if bot is not None:
+            await bot.session.close()
+        await db.dispose()
+        log.info("stopped")
+
+
+def _polling_ended(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("telegram_polling_failed", error=f"{type(exc).__name__}: {exc}",
+                  hint="check ALERTPILOT_TELEGRAM_TOKEN and ALERTPILOT_TELEGRAM_API_BASE")
+
+
+def _print_banner(settings: Settings, token: str, generated: bool, card_targets: list[ChatTarget]) -> None:
+    host = settings.http_host
+    base = f"http://{host}:{settings.http_port}"
+    if settings.telegram_token is None:
+        telegram = "not configured: cards are written to this console (set ALERTPILOT_TELEGRAM_TOKEN)"
+    elif settings.telegram_chat_id is None:
+        telegram = ("configured (long polling), but ALERTPILOT_TELEGRAM_CHAT_ID is not set: cards go to this console;"
+                    " send /start in your group to learn its id")
+    else:
+        telegram = f"configured (long polling), cards go to chat {settings.telegram_chat_id}"
+    origin = "generated and stored in the database" if generated else "from ALERTPILOT_INGEST_TOKEN"
+    lines = [
+        "alertpilot is running",
+        f"  listening on   {base}  (POST /webhooks/alertmanager · GET /api/incidents · GET /healthz)",
+        f"  database       {settings.database_url}",
+        f"  ingest token   {token}  ({origin})",
+        f"  telegram       {telegram}",
+        "  decisions      rule engine · executor: dry run (execution not enabled yet)",
+        "  try it         alertpilot send-test-alert",
+    ]
+    print("\n".join(lines), flush=True)
+    log.info("started", http=base, telegram=settings.telegram_token is not None,
+             card_chats=[f"{t.channel}:{t.chat_id}" for t in card_targets])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="alertpilot", description="Alerts become living incident cards in your chat.")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="start alertpilot (the default)")
+    test = sub.add_parser("send-test-alert", help="post a sample Alertmanager alert to the running instance")
+    test.add_argument("--resolve", metavar="ID", help="resolve the test alert with this id instead of firing a new one")
+    test.add_argument("--url", help="alertpilot's base URL (default: from ALERTPILOT_HTTP_HOST/PORT)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"alertpilot: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_format, settings.log_level)
+    if args.command == "send-test-alert":
+        raise SystemExit(asyncio.run(send_test_alert(settings, resolve=args.resolve, url=args.url)))
+    try:
+        web.run_app(build_app(settings), host=settings.http_host, port=settings.http_port, print=None, access_log=None)
+    except OSError as exc:
+        print(f"alertpilot: cannot listen on {settings.http_host}:{settings.http_port}: {exc.strerror or exc}"
+              " (set ALERTPILOT_HTTP_PORT to a free port)", file=sys.stderr)
+        raise SystemExit(1) from None

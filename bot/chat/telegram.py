@@ -1,0 +1,101 @@
+"""Telegram ChatGateway: renders views through templates/telegram and talks to the Bot API through aiogram.
+Maps aiogram's errors onto the delivery errors the outbox understands."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import aiohttp
+from aiogram import Bot
+from aiogram.enums import ParseMode
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.types import LinkPreviewOptions, Message, ReplyParameters
+
+from bot.keyboards import card_keyboard
+from bot.render import TELEGRAM_TEXT_LIMIT, Renderer, telegram_visible_length
+from services.errors import MessageGone, PermanentDeliveryError, RateLimited, TransientDeliveryError
+from services.ports import IncidentCard
+
+T = TypeVar("T")
+GONE_MARKERS = ("message to edit not found", "message_id_invalid", "message can't be edited")
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+
+
+class TelegramGateway:
+    channel = "telegram"
+
+    def __init__(self, bot: Bot, renderer: Renderer) -> None:
+        self._bot, self._render = bot, renderer
+        self._labels = dict(renderer.strings("telegram").buttons)
+
+    def is_group(self, chat_id: str) -> bool:
+        return chat_id.startswith("-")
+
+    async def send_card(self, chat_id: str, card: IncidentCard, *, edit_message_id: str | None) -> str:
+        text = self._checked(self._render.render("telegram/card.html.j2", card=card))
+        markup = card_keyboard(card, self._labels)
+        if edit_message_id is None:
+            sent = await self._call(
+                self._bot.send_message(
+                    chat_id=int(chat_id), text=text, parse_mode=ParseMode.HTML, reply_markup=markup,
+                    link_preview_options=NO_PREVIEW,
+                )
+            )
+            return str(sent.message_id)
+        try:
+            await self._call(
+                self._bot.edit_message_text(
+                    chat_id=int(chat_id), message_id=int(edit_message_id), text=text, parse_mode=ParseMode.HTML,
+                    reply_markup=markup, link_preview_options=NO_PREVIEW,
+                )
+            )
+        except PermanentDeliveryError as exc:
+            message = str(exc).lower()
+            if "message is not modified" in message:
+                return edit_message_id  # the card already shows this state: success
+            if any(marker in message for marker in GONE_MARKERS):
+                raise MessageGone(str(exc)) from exc
+            raise
+        return edit_message_id
+
+    async def send_message(self, chat_id: str, template: str, context: dict[str, Any], *, reply_to: str | None) -> str:
+        text = self._checked(self._render.render(f"telegram/{template}.html.j2", **context))
+        reply = None
+        if reply_to is not None:
+            reply = ReplyParameters(message_id=int(reply_to), allow_sending_without_reply=True)
+        sent: Message = await self._call(
+            self._bot.send_message(
+                chat_id=int(chat_id), text=text, parse_mode=ParseMode.HTML, reply_parameters=reply,
+                link_preview_options=NO_PREVIEW,
+            )
+        )
+        return str(sent.message_id)
+
+    @staticmethod
+    def _checked(text: str) -> str:
+        if telegram_visible_length(text) > TELEGRAM_TEXT_LIMIT:
+            # Views truncate every field before rendering; reaching this is a bug in a view or template.
+            raise PermanentDeliveryError(f"rendered message has {telegram_visible_length(text)} characters")
+        return text
+
+    @staticmethod
+    async def _call(request: Awaitable[T]) -> T:
+        try:
+            return await request
+        except TelegramRetryAfter as exc:
+            raise RateLimited(float(exc.retry_after), exc.message) from exc
+        except (TelegramServerError, TelegramNetworkError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise TransientDeliveryError(f"{type(exc).__name__}: {exc}") from exc
+        except TelegramBadRequest as exc:
+            raise PermanentDeliveryError(exc.message) from exc
+        except Exception as exc:  # forbidden, unauthorized, not found, migrate-to-chat: retrying will not help
+            if exc.__class__.__module__.startswith("aiogram"):
+                raise PermanentDeliveryError(f"{type(exc).__name__}: {exc}") from exc
+            raise

@@ -1,0 +1,41 @@
+"""The object graph, built once in bot/app.py and handed to handlers by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bot.render import Renderer
+from bot.settings import Settings
+from services.analysis import AnalysisService
+from services.approvals import ApprovalService
+from services.chat import ChatService
+from services.incidents import IncidentService
+from services.notify import Notifier
+from services.queries import IncidentQueries
+from storage.db import Database
+
+
+@dataclass(frozen=True)
+class Deps:
+    settings: Settings
+    db: Database
+    renderer: Renderer
+    notifier: Notifier
+    incidents: IncidentService
+    queries: IncidentQueries
+    approvals: ApprovalService
+    analysis: AnalysisService
+    chat: ChatService
+    ingest_token: str
+    telegram_state: str  # "polling" | "not configured"
+
+    def workflow_data(self) -> dict[str, Any]:
+        """What aiogram hands to handlers by parameter name."""
+        return {
+            "approvals": self.approvals,
+            "analysis": self.analysis,
+            "chat": self.chat,
+            "queries": self.queries,
+            "renderer": self.renderer,
+        }

@@ -1,0 +1,16 @@
+"""The aiogram Dispatcher: routers plus the services they need, delivered by name."""
+
+from __future__ import annotations
+
+from aiogram import Dispatcher
+
+from bot.deps import Deps
+from bot.middlewares import LogContextMiddleware
+from handlers.telegram import callbacks, commands
+
+
+def build_dispatcher(deps: Deps) -> Dispatcher:
+    dp = Dispatcher(**deps.workflow_data())
+    dp.update.outer_middleware(LogContextMiddleware())
+    dp.include_routers(callbacks.build_router(), commands.build_router())
+    return dp

@@ -1,0 +1,60 @@
+"""The jinja2 environment: every user-visible text is a template under templates/<channel>/."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TELEGRAM_TEXT_LIMIT = 4096
+_TAG = re.compile(r"<[^>]+>")
+
+
+def telegram_visible_length(markup: str) -> int:
+    """Length of an HTML-mode message as Telegram counts it: after tags and entities are parsed."""
+    return len(html.unescape(_TAG.sub("", markup)))
+
+
+def html_to_text(markup: str) -> str:
+    return html.unescape(_TAG.sub("", markup))
+
+
+class Renderer:
+    def __init__(self, tz: ZoneInfo, templates_dir: Path = TEMPLATES_DIR) -> None:
+        self.tz = tz
+        self.env = Environment(
+            loader=FileSystemLoader(str(templates_dir)),
+            undefined=StrictUndefined,
+            autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False, default=False),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters["hm"] = self._hm
+        self.env.filters["when"] = self._when
+
+    def render(self, name: str, **context: Any) -> str:
+        return self.env.get_template(name).render(**context).strip()
+
+    def strings(self, channel: str) -> Any:
+        """Named strings (button labels…) exported by templates/<channel>/strings.j2."""
+        return self.env.get_template(f"{channel}/strings.j2").module
+
+    def _local(self, value: datetime | str | None) -> datetime | None:
+        if value is None or value == "":
+            return None
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return moment.astimezone(self.tz)
+
+    def _hm(self, value: datetime | str | None) -> str:
+        local = self._local(value)
+        return "" if local is None else local.strftime("%H:%M")
+
+    def _when(self, value: datetime | str | None) -> str:
+        local = self._local(value)
+        return "" if local is None else local.strftime("%Y-%m-%d %H:%M")

@@ -1,0 +1,48 @@
+"""Shared pieces of the HTTP edge: the typed app keys, bearer auth and JSON error answers."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from services.incidents import IncidentService
+from services.queries import IncidentQueries
+from storage.db import Database
+
+
+@dataclass(frozen=True)
+class HttpDeps:
+    """What the HTTP handlers need; built by the composition root."""
+
+    db: Database
+    incidents: IncidentService
+    queries: IncidentQueries
+    ingest_token: str
+    telegram_state: str
+
+
+DEPS: web.AppKey[HttpDeps] = web.AppKey("deps", HttpDeps)
+MAX_BODY_BYTES = 1024 * 1024  # 1 MiB
+
+
+def error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def authorized(request: web.Request, token: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def unauthorized() -> web.Response:
+    return web.json_response(
+        {"error": "missing or wrong bearer token (Authorization: Bearer <ALERTPILOT_INGEST_TOKEN>)"},
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="alertpilot"'},
+    )

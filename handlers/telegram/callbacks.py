@@ -1,0 +1,69 @@
+"""Card buttons. Every callback query is answered at once with a toast; changes show on the card."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.types import CallbackQuery, Message
+
+from bot.callbacks import IncidentCb
+from bot.render import Renderer, html_to_text
+from handlers.telegram.common import actor_of
+from services.actions import ActionResult, Actor
+from services.analysis import AnalysisService
+from services.approvals import ApprovalService
+from services.chat import ChatService, result_context
+from services.errors import IncidentNotFound
+from services.incidents import incident_ref
+from services.ports import CardAction
+
+
+
+async def on_card_button_clicked(
+    query: CallbackQuery,
+    callback_data: IncidentCb,
+    approvals: ApprovalService,
+    analysis: AnalysisService,
+    chat: ChatService,
+    renderer: Renderer,
+) -> None:
+    if not isinstance(query.message, Message):  # the card is too old for Telegram to say where it is
+        await query.answer(_toast(renderer, {"outcome": "stale_button", "ref": ""}), show_alert=True)
+        return
+    actor = actor_of(query.from_user, query.message.chat)
+    try:
+        result = await _dispatch(callback_data, actor, approvals, analysis, chat)
+    except IncidentNotFound:
+        await query.answer(_toast(renderer, {"outcome": "not_found", "ref": incident_ref(callback_data.incident_id)}), show_alert=True)
+        return
+    await query.answer(_toast(renderer, result_context(result)), show_alert=not result.ok)
+
+
+async def on_stale_button_clicked(query: CallbackQuery, renderer: Renderer) -> None:
+    """Callback data this version does not know (an older prefix, or garbage): say so, change nothing."""
+    await query.answer(_toast(renderer, {"outcome": "stale_button", "ref": ""}), show_alert=True)
+
+
+async def _dispatch(
+    data: IncidentCb, actor: Actor, approvals: ApprovalService, analysis: AnalysisService, chat: ChatService
+) -> ActionResult:
+    if data.action in (CardAction.APPROVE, CardAction.REJECT):
+        return await approvals.decide(incident_id=data.incident_id, actor=actor, approve=data.action is CardAction.APPROVE)
+    if data.action is CardAction.REANALYSE:
+        return await analysis.reanalyse(incident_id=data.incident_id, actor=actor)
+    if data.action is CardAction.DETAILS:
+        return await chat.details(incident_id=data.incident_id, actor=actor)
+    return await chat.history(incident_id=data.incident_id, actor=actor)
+
+
+def _toast(renderer: Renderer, context: dict[str, object]) -> str:
+    """Callback answers are plain text of at most 200 characters."""
+    context = {"state": None, "by": None, "needed_role": None, **context}
+    return html_to_text(renderer.render("telegram/action_result.html.j2", **context))[:200]
+
+
+def build_router() -> Router:
+    """A fresh router per dispatcher (aiogram attaches a router to one parent only)."""
+    router = Router(name=__name__)
+    router.callback_query.register(on_card_button_clicked, IncidentCb.filter())
+    router.callback_query.register(on_stale_button_clicked)
+    return router

@@ -1,0 +1,75 @@
+"""Slash commands: /start /help /incidents /status /approve /reject, and a helpful answer to anything else."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandObject, CommandStart
+from aiogram.types import Message
+
+from handlers.telegram.common import actor_of, target_of
+from services.approvals import ApprovalService
+from services.chat import ChatService
+from services.errors import IncidentNotFound, InvalidIncidentRef
+from services.queries import parse_incident_ref
+
+
+USAGE = {
+    "status": "/status INC-12",
+    "approve": "/approve INC-12",
+    "reject": "/reject INC-12 reason",
+}
+
+
+def _reply_to(message: Message) -> str:
+    return str(message.message_id)
+
+
+async def on_start_command(message: Message, chat: ChatService) -> None:
+    await chat.start(actor_of(message.from_user, message.chat), reply_to=_reply_to(message))
+
+
+async def on_help_command(message: Message, chat: ChatService) -> None:
+    await chat.say(target_of(message.chat), "help", reply_to=_reply_to(message))
+
+
+async def on_incidents_command(message: Message, chat: ChatService) -> None:
+    await chat.incidents(target_of(message.chat), reply_to=_reply_to(message))
+
+
+async def on_incident_command(
+    message: Message, command: CommandObject, chat: ChatService, approvals: ApprovalService
+) -> None:
+    target, reply_to = target_of(message.chat), _reply_to(message)
+    name = command.command.lower()
+    ref_text, _, rest = (command.args or "").strip().partition(" ")
+    if not ref_text:
+        await chat.say(target, "error", {"code": "usage", "usage": USAGE[name], "detail": ""}, reply_to=reply_to)
+        return
+    try:
+        incident_id = parse_incident_ref(ref_text)
+        if name == "status":
+            await chat.status(target, incident_id, reply_to=reply_to)
+            return
+        actor = actor_of(message.from_user, message.chat)
+        result = await approvals.decide(incident_id=incident_id, actor=actor, approve=name == "approve", reason=rest)
+        await chat.report(actor, result, reply_to=reply_to)
+    except InvalidIncidentRef as exc:
+        await chat.say(target, "error", {"code": "bad_ref", "text": exc.text[:64]}, reply_to=reply_to)
+    except IncidentNotFound as exc:
+        await chat.say(target, "error", {"code": "not_found", "ref": exc.ref}, reply_to=reply_to)
+
+
+async def on_unknown_command(message: Message, chat: ChatService) -> None:
+    command = (message.text or "").split()[0][:64]
+    await chat.say(target_of(message.chat), "error", {"code": "unknown_command", "command": command}, reply_to=_reply_to(message))
+
+
+def build_router() -> Router:
+    """A fresh router per dispatcher (aiogram attaches a router to one parent only)."""
+    router = Router(name=__name__)
+    router.message.register(on_start_command, CommandStart())
+    router.message.register(on_help_command, Command("help"))
+    router.message.register(on_incidents_command, Command("incidents"))
+    router.message.register(on_incident_command, Command("status", "approve", "reject"))
+    router.message.register(on_unknown_command, F.text.startswith("/"))
+    return router

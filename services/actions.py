@@ -1,0 +1,48 @@
+"""Who is acting, and what came of it: shared by every chat-facing use case (Telegram and WeCom alike)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from services.ports import ChatTarget
+
+
+@dataclass(frozen=True)
+class Actor:
+    id: str  # tg:111 | wecom:alice
+    name: str  # what the chat shows: @alice, or a full name
+    target: ChatTarget  # the chat the action came from
+
+
+class Outcome(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    ALREADY_DECIDED = "already_decided"
+    INCIDENT_RESOLVED = "incident_resolved"
+    NOT_ALLOWED = "not_allowed"
+    NO_PROPOSAL = "no_proposal"
+    REANALYSING = "reanalysing"
+    ANALYSIS_RUNNING = "analysis_running"
+    NOT_REANALYSABLE = "not_reanalysable"
+    DETAILS_SENT = "details_sent"
+    HISTORY_SENT = "history_sent"
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    outcome: Outcome
+    ref: str
+    state: str | None = None  # the proposal state found, when it explains the outcome
+    by: str | None = None  # who decided it, when already decided
+    needed_role: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (
+            Outcome.APPROVED,
+            Outcome.REJECTED,
+            Outcome.REANALYSING,
+            Outcome.DETAILS_SENT,
+            Outcome.HISTORY_SENT,
+        )

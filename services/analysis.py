@@ -1,0 +1,180 @@
+"""Analysis: turn an incident into a proposal through the decision engine, durably.
+
+``needs_analysis`` on the incident is the to-do. The worker claims an incident (compare-and-set, so one
+process does it), asks the engine, and stores the proposal, clears the to-do and queues the card edit in
+one transaction. A crash in between leaves the to-do set, and the claim expires, so it is done again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import timedelta
+
+import structlog
+
+from services.actions import ActionResult, Actor, Outcome
+from services.errors import IncidentNotFound
+from services.incidents import incident_ref
+from services.notify import Notifier, Wakeup
+from services.ports import DecisionEngine, IncidentFacts, ProposalDraft
+from services.roles import Role, RoleMap
+from services.rules import propose as rules_propose
+from storage.clock import Clock
+from storage.db import Database
+from storage.tables import IncidentStatus, Proposal, ProposalState
+
+log = structlog.get_logger(__name__)
+
+CLAIM_TTL = timedelta(seconds=90)
+
+
+class AnalysisService:
+    def __init__(
+        self,
+        db: Database,
+        engine: DecisionEngine,
+        notifier: Notifier,
+        roles: RoleMap,
+        clock: Clock,
+        wakeup: Wakeup,
+        *,
+        owner: str | None = None,
+        poll_seconds: float = 2.0,
+    ) -> None:
+        self._db, self._engine, self._notify, self._roles, self._now = db, engine, notifier, roles, clock
+        self._wakeup = wakeup
+        self._listener = wakeup.listener()
+        self._owner = owner or f"analysis-{uuid.uuid4().hex[:8]}"
+        self._poll = poll_seconds
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """The worker loop: analyse what is waiting, then sleep until woken or the poll interval passes."""
+        while True:
+            try:
+                await self.run_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("analysis_loop_error")
+            await self._listener.wait(self._poll)
+
+    async def release_own_claims(self) -> None:
+        """At start-up of a single-process deployment: analyses a killed process had claimed go again."""
+        async with self._db.write() as tx:
+            await tx.incidents.release_analysis_claims()
+
+    async def run_pending(self) -> int:
+        done = 0
+        while True:
+            now = self._now()
+            async with self._db.read() as tx:
+                waiting = await tx.incidents.awaiting_analysis(now - CLAIM_TTL)
+            if not waiting:
+                return done
+            for incident_id in waiting:
+                if await self.analyse(incident_id):
+                    done += 1
+
+    async def analyse(self, incident_id: int) -> bool:
+        now = self._now()
+        async with self._db.write() as tx:
+            if not await tx.incidents.claim_analysis(incident_id, self._owner, now, now - CLAIM_TTL):
+                return False
+            incident = await tx.incidents.get(incident_id)
+            assert incident is not None
+            alerts = await tx.alerts.of_incident(incident_id)
+        first = alerts[0] if alerts else None
+        facts = IncidentFacts(
+            incident_id=incident_id,
+            alertname=incident.alertname,
+            severity=incident.severity,
+            service=incident.service,
+            namespace=incident.namespace,
+            labels=dict(incident.common_labels) or (dict(first.labels) if first else {}),
+            annotations=dict(first.annotations) if first else {},
+            alerts=[{"labels": a.labels, "annotations": a.annotations, "status": a.status} for a in alerts[:20]],
+        )
+        started = time.monotonic()
+        try:
+            draft = await self._engine.propose(facts)
+        except Exception:
+            # The engine port promises an answer; if an implementation breaks that promise, rules answer.
+            log.exception("decision_engine_failed", incident_id=incident_id)
+            draft = rules_propose(facts)
+        latency_ms = int((time.monotonic() - started) * 1000)
+        await self._store(incident_id, draft, latency_ms, requested_by=incident.analysis_requested_by)
+        return True
+
+    async def _store(self, incident_id: int, draft: ProposalDraft, latency_ms: int, requested_by: str | None) -> None:
+        now = self._now()
+        async with self._db.write() as tx:
+            if not await tx.incidents.finish_analysis(incident_id, self._owner):
+                log.warning("analysis_claim_lost", incident_id=incident_id)
+                return
+            incident = await tx.incidents.get(incident_id)
+            assert incident is not None
+            state = ProposalState.PENDING if incident.status == IncidentStatus.FIRING else ProposalState.EXPIRED
+            proposal = await tx.proposals.add_current(
+                Proposal(
+                    incident_id=incident_id,
+                    state=state,
+                    source=draft.source,
+                    model=draft.model,
+                    category=draft.category,
+                    root_cause=draft.root_cause,
+                    command=draft.command,
+                    risk=draft.risk,
+                    reasoning=draft.reasoning,
+                    confidence=draft.confidence,
+                    latency_ms=latency_ms,
+                    requested_by=requested_by,
+                    created_at=now,
+                )
+            )
+            await tx.timeline.add(
+                incident_id=incident_id, at=now, kind="proposed", actor=requested_by,
+                proposal_id=proposal.id, source=draft.source, command=draft.command, latency_ms=latency_ms,
+            )
+            await tx.outbox.expedite_cards(incident_id, now)
+            await self._notify.card(tx, incident_id, now)
+        self._notify.wake()
+        log.info("proposal_stored", incident_id=incident_id, source=draft.source, latency_ms=latency_ms)
+
+    async def reanalyse(self, *, incident_id: int, actor: Actor) -> ActionResult:
+        ref = incident_ref(incident_id)
+        now = self._now()
+        async with self._db.write() as tx:
+            incident = await tx.incidents.get(incident_id)
+            if incident is None:
+                raise IncidentNotFound(ref)
+            proposal = await tx.proposals.current(incident_id)
+            if not self._roles.allows(actor.id, Role.OPERATOR):
+                await tx.timeline.add(incident_id=incident_id, at=now, kind="reanalyse_refused", actor=actor.id, name=actor.name)
+                result = ActionResult(Outcome.NOT_ALLOWED, ref, needed_role=Role.OPERATOR.name.lower())
+            elif incident.status == IncidentStatus.RESOLVED:
+                result = ActionResult(Outcome.INCIDENT_RESOLVED, ref)
+            elif incident.needs_analysis:
+                result = ActionResult(Outcome.ANALYSIS_RUNNING, ref)
+            elif proposal is not None and proposal.state != ProposalState.PENDING:
+                result = ActionResult(Outcome.NOT_REANALYSABLE, ref, state=proposal.state, by=proposal.decided_by_name)
+            elif proposal is not None and not await tx.proposals.transition(
+                proposal.id or 0, [ProposalState.PENDING], ProposalState.SUPERSEDED
+            ):
+                await tx.session.refresh(proposal)
+                result = ActionResult(Outcome.NOT_REANALYSABLE, ref, state=proposal.state, by=proposal.decided_by_name)
+            elif not await tx.incidents.request_analysis(incident_id, actor.id):
+                result = ActionResult(Outcome.ANALYSIS_RUNNING, ref)
+            else:
+                await tx.timeline.add(incident_id=incident_id, at=now, kind="reanalyse_requested", actor=actor.id, name=actor.name)
+                await self._notify.card(tx, incident_id, now)
+                result = ActionResult(Outcome.REANALYSING, ref)
+        if result.outcome is Outcome.REANALYSING:
+            self.wake()
+            self._notify.wake()
+        log.info("reanalyse", incident_id=incident_id, actor=actor.id, outcome=result.outcome)
+        return result

@@ -1,0 +1,100 @@
+"""Answers to chat commands and info buttons. Every answer is an outbox row (template name + context), so
+it is paced, retried and rendered by the channel it goes to (templates/<channel>/<name>.*.j2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.actions import ActionResult, Actor, Outcome
+from services.errors import IncidentNotFound
+from services.incidents import incident_ref
+from services.notify import Notifier
+from services.ports import ChatTarget
+from services.queries import IncidentQueries
+from services.roles import RoleMap
+from services.views import to_context
+from storage.clock import Clock
+from storage.db import Database
+
+
+class ChatService:
+    def __init__(self, db: Database, queries: IncidentQueries, notifier: Notifier, roles: RoleMap, clock: Clock) -> None:
+        self._db, self._queries, self._notify, self._roles, self._now = db, queries, notifier, roles, clock
+
+    async def say(
+        self, target: ChatTarget, template: str, context: dict[str, Any] | None = None, *, reply_to: str | None = None
+    ) -> None:
+        """Queue one answer to a chat."""
+        async with self._db.write() as tx:
+            await self._notify.answer(tx, target, template, context or {}, self._now(), reply_to_message_id=reply_to)
+        self._notify.wake()
+
+    async def start(self, actor: Actor, *, reply_to: str | None) -> None:
+        role = self._roles.role_of(actor.id)
+        configured = any(t == actor.target for t in self._notify.card_targets)
+        await self.say(
+            actor.target,
+            "start",
+            {"chat_id": actor.target.chat_id, "actor_id": actor.id, "role": role.name.lower(), "card_chat": configured},
+            reply_to=reply_to,
+        )
+
+    async def incidents(self, target: ChatTarget, *, reply_to: str | None) -> None:
+        items, total = await self._queries.open_incidents(limit=15)
+        await self.say(target, "incidents", {"items": items, "total": total}, reply_to=reply_to)
+
+    async def status(self, target: ChatTarget, incident_id: int, *, reply_to: str | None) -> None:
+        card = await self._queries.card(incident_id)  # raises IncidentNotFound
+        await self.say(target, "status", {"card": to_context(card)}, reply_to=reply_to)
+
+    async def details(self, *, incident_id: int, actor: Actor) -> ActionResult:
+        """Every alert of the incident, threaded under the card in the chat that asked."""
+        ref = incident_ref(incident_id)
+        now = self._now()
+        async with self._db.write() as tx:
+            if await tx.incidents.get(incident_id) is None:
+                raise IncidentNotFound(ref)
+            pages, left_out = await self._queries.details_pages(tx, incident_id)
+            for number, alerts in enumerate(pages, start=1):
+                context = {
+                    "ref": ref,
+                    "alerts": alerts,
+                    "page": number,
+                    "pages": len(pages),
+                    "left_out": left_out if number == len(pages) else 0,
+                    "incident_id": incident_id,
+                }
+                await self._notify.thread(tx, incident_id, "details", context, now, targets=[actor.target])
+        self._notify.wake()
+        return ActionResult(Outcome.DETAILS_SENT, ref)
+
+    async def history(self, *, incident_id: int, actor: Actor) -> ActionResult:
+        """The last incidents with the same alertname or service and how they ended."""
+        ref = incident_ref(incident_id)
+        now = self._now()
+        async with self._db.write() as tx:
+            incident = await tx.incidents.get(incident_id)
+            if incident is None:
+                raise IncidentNotFound(ref)
+            items = await self._queries.history(tx, incident)
+            context = {"ref": ref, "alertname": incident.alertname, "service": incident.service, "items": items}
+            await self._notify.thread(tx, incident_id, "history", context, now, targets=[actor.target])
+        self._notify.wake()
+        return ActionResult(Outcome.HISTORY_SENT, ref)
+
+    async def report(self, actor: Actor, result: ActionResult, *, reply_to: str | None) -> None:
+        """Answer a command's outcome. A successful decision made in a card chat already shows as a threaded
+        reply under the card, so it is not repeated there."""
+        if result.ok and actor.target in self._notify.card_targets:
+            return
+        await self.say(actor.target, "action_result", result_context(result), reply_to=reply_to)
+
+
+def result_context(result: ActionResult) -> dict[str, Any]:
+    return {
+        "outcome": result.outcome.value,
+        "ref": result.ref,
+        "state": result.state,
+        "by": result.by,
+        "needed_role": result.needed_role,
+    }

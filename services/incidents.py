@@ -1,0 +1,238 @@
+"""Ingest: alerts become incidents. De-duplicate by fingerprint, group by (receiver, groupKey) while the
+incident is open, resolve the incident when its last alert resolves. One transaction per batch, so the
+2xx that follows means every alert of the batch is stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+
+from services.ingest_model import AlertBatch, IncomingAlert, IngestResult
+from services.notify import Notifier, Wakeup
+from storage.clock import Clock
+from storage.db import Database
+from storage.errors import WriteConflict
+from storage.repos import Tx
+from storage.tables import Alert, AlertStatus, Incident, IncidentStatus
+
+log = structlog.get_logger(__name__)
+
+SERVICE_LABELS = ("service", "deployment", "statefulset", "daemonset", "app", "job")
+SEVERITY_ORDER = ("critical", "page", "error", "high", "major", "warning", "medium", "info", "low", "none")
+WRITE_ATTEMPTS = 4
+# A new incident's card waits this long for its proposal, so a fast engine gives one message, not a
+# card and an edit; the analysis makes the card due as soon as the proposal is stored.
+FIRST_CARD_GRACE = timedelta(seconds=5)
+
+
+def incident_ref(incident_id: int) -> str:
+    return f"INC-{incident_id}"
+
+
+def pick_service(labels: dict[str, str]) -> str:
+    return next((labels[k] for k in SERVICE_LABELS if labels.get(k)), "")
+
+
+def worst_severity(values: list[str]) -> str:
+    known = [v.lower() for v in values if v]
+    if not known:
+        return ""
+    return min(known, key=lambda v: SEVERITY_ORDER.index(v) if v in SEVERITY_ORDER else len(SEVERITY_ORDER))
+
+
+@dataclass
+class _Changes:
+    new_alerts: int = 0
+    repeats: int = 0
+    resolved_alerts: int = 0
+    opened: list[int] = field(default_factory=list)
+    grown: set[int] = field(default_factory=set)  # open incidents that gained or regained an alert
+    resolving: set[int] = field(default_factory=set)  # incidents where an alert resolved
+    touched: set[int] = field(default_factory=set)
+
+
+class IncidentService:
+    def __init__(self, db: Database, notifier: Notifier, clock: Clock, analysis_wakeup: Wakeup) -> None:
+        self._db, self._notify, self._now, self._analysis_wakeup = db, notifier, clock, analysis_wakeup
+
+    async def ingest(self, batch: AlertBatch) -> IngestResult:
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                async with self._db.write() as tx:
+                    result = await self._apply(tx, batch, self._now())
+                break
+            except WriteConflict:
+                # Another replica opened the same group's incident or alert first: re-read and apply again.
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                log.info("ingest_conflict_retry", attempt=attempt, group_key=batch.group_key)
+        self._notify.wake()
+        if result.incidents_opened:
+            self._analysis_wakeup.set()
+        log.info(
+            "alerts_ingested",
+            source=batch.source,
+            receiver=batch.receiver,
+            accepted=result.accepted,
+            new=result.new_alerts,
+            repeats=result.repeats,
+            resolved=result.resolved_alerts,
+            opened=result.incidents_opened,
+            resolved_incidents=result.incidents_resolved,
+        )
+        return result
+
+    async def _apply(self, tx: Tx, batch: AlertBatch, now: datetime) -> IngestResult:
+        changes = _Changes()
+        for alert in batch.alerts:
+            if alert.status == AlertStatus.FIRING:
+                await self._firing(tx, batch, alert, now, changes)
+            else:
+                await self._resolved(tx, batch, alert, now, changes)
+
+        resolved_incidents: list[int] = []
+        for incident_id in sorted(changes.resolving):
+            if await tx.alerts.count_firing(incident_id) == 0 and await self._resolve(tx, incident_id, now):
+                resolved_incidents.append(incident_id)
+        for incident_id in sorted(changes.grown - set(changes.opened) - set(resolved_incidents)):
+            await tx.incidents.touch(incident_id, now)
+            await self._notify.card(tx, incident_id, now)
+        for incident_id in changes.opened:
+            await tx.timeline.add(incident_id=incident_id, at=now, kind="opened", source=batch.source)
+            await self._notify.card(tx, incident_id, now, not_before=now + FIRST_CARD_GRACE)
+        return IngestResult(
+            accepted=len(batch.alerts),
+            new_alerts=changes.new_alerts,
+            repeats=changes.repeats,
+            resolved_alerts=changes.resolved_alerts,
+            incidents_opened=changes.opened,
+            incidents_resolved=resolved_incidents,
+            incident_ids=sorted(changes.touched),
+        )
+
+    async def _firing(self, tx: Tx, batch: AlertBatch, alert: IncomingAlert, now: datetime, changes: _Changes) -> None:
+        active = await tx.alerts.find_active(f"{batch.receiver}|{alert.fingerprint}")
+        if active is not None:
+            if active.status == AlertStatus.RESOLVED:  # fired again while its incident is still open
+                active.status = AlertStatus.FIRING
+                active.ends_at = None
+                active.starts_at = alert.starts_at
+                changes.grown.add(active.incident_id or 0)
+            active.repeat_count += 1
+            active.labels, active.annotations, active.last_seen = alert.labels, alert.annotations, now
+            changes.repeats += 1
+            changes.touched.add(active.incident_id or 0)
+            return
+        incident = await self._open_incident(tx, batch, alert, now, changes)
+        await tx.alerts.add(self._new_alert(batch, alert, incident.id, now, active=True))
+        changes.new_alerts += 1
+        changes.touched.add(incident.id or 0)
+        if incident.id not in changes.opened:
+            changes.grown.add(incident.id or 0)
+
+    async def _resolved(
+        self, tx: Tx, batch: AlertBatch, alert: IncomingAlert, now: datetime, changes: _Changes
+    ) -> None:
+        active = await tx.alerts.find_active(f"{batch.receiver}|{alert.fingerprint}")
+        if active is not None:
+            if active.status == AlertStatus.FIRING:
+                active.status = AlertStatus.RESOLVED
+                active.ends_at = alert.ends_at or now
+                changes.resolved_alerts += 1
+                changes.resolving.add(active.incident_id or 0)
+            else:
+                active.repeat_count += 1
+                changes.repeats += 1
+            active.last_seen = now
+            changes.touched.add(active.incident_id or 0)
+            return
+        latest = await tx.alerts.find_latest(batch.receiver, alert.fingerprint)
+        if latest is not None and latest.status == AlertStatus.RESOLVED and latest.starts_at == alert.starts_at:
+            latest.repeat_count += 1  # a re-notification of a resolution we already have
+            latest.last_seen = now
+            changes.repeats += 1
+            return
+        # A resolution for an alert we never saw fire (we were down, or it fired before we existed):
+        # record it; attach it to its group's open incident if there is one, but open none.
+        group = await tx.incidents.find_open(self._open_key(batch))
+        await tx.alerts.add(self._new_alert(batch, alert, group.id if group else None, now, active=group is not None))
+        changes.new_alerts += 1
+        changes.resolved_alerts += 1
+        if group is not None:
+            changes.touched.add(group.id or 0)
+
+    async def _open_incident(
+        self, tx: Tx, batch: AlertBatch, alert: IncomingAlert, now: datetime, changes: _Changes
+    ) -> Incident:
+        open_key = self._open_key(batch)
+        existing = await tx.incidents.find_open(open_key)
+        if existing is not None:
+            return existing
+        labels = batch.common_labels or alert.labels
+        annotations = batch.common_annotations or alert.annotations
+        incident = await tx.incidents.add(
+            Incident(
+                status=IncidentStatus.FIRING,
+                source=batch.source,
+                receiver=batch.receiver,
+                group_key=batch.group_key,
+                open_key=open_key,
+                alertname=labels.get("alertname") or alert.alertname,
+                title=annotations.get("summary") or labels.get("alertname") or alert.alertname,
+                severity=worst_severity([a.labels.get("severity", "") for a in batch.alerts if a.status == "firing"]),
+                service=pick_service(labels) or pick_service(alert.labels),
+                namespace=labels.get("namespace") or alert.labels.get("namespace", ""),
+                common_labels=dict(labels),
+                created_at=now,
+                updated_at=now,
+                needs_analysis=True,
+            )
+        )
+        assert incident.id is not None
+        changes.opened.append(incident.id)
+        return incident
+
+    async def _resolve(self, tx: Tx, incident_id: int, now: datetime) -> bool:
+        if not await tx.incidents.resolve(incident_id, now):
+            return False
+        await tx.alerts.deactivate(incident_id)
+        expired = await tx.proposals.expire_pending(incident_id)
+        incident = await tx.incidents.get(incident_id)
+        assert incident is not None
+        minutes = max(0, round((now - incident.created_at).total_seconds() / 60))
+        await tx.timeline.add(incident_id=incident_id, at=now, kind="resolved", minutes=minutes, proposal_expired=expired)
+        await self._notify.thread(
+            tx,
+            incident_id,
+            "resolved",
+            {"ref": incident_ref(incident_id), "minutes": minutes, "at": now.isoformat()},
+            now,
+            dedup_key=f"resolved:{incident_id}",
+        )
+        await self._notify.card(tx, incident_id, now)
+        return True
+
+    @staticmethod
+    def _open_key(batch: AlertBatch) -> str:
+        return f"{batch.receiver}|{batch.group_key}"
+
+    @staticmethod
+    def _new_alert(batch: AlertBatch, alert: IncomingAlert, incident_id: int | None, now: datetime, *, active: bool) -> Alert:
+        return Alert(
+            incident_id=incident_id,
+            receiver=batch.receiver,
+            fingerprint=alert.fingerprint,
+            active_key=f"{batch.receiver}|{alert.fingerprint}" if active else None,
+            status=alert.status,
+            alertname=alert.alertname,
+            severity=alert.labels.get("severity", ""),
+            labels=alert.labels,
+            annotations=alert.annotations,
+            starts_at=alert.starts_at,
+            ends_at=alert.ends_at if alert.status == AlertStatus.RESOLVED else None,
+            generator_url=alert.generator_url,
+            first_seen=now,
+            last_seen=now,
+        )

@@ -1,0 +1,125 @@
+"""Writes outgoing chat traffic into the outbox, inside the caller's transaction (DESIGN §6).
+
+Nothing is sent from here: the OutboxSender delivers rows. ``wake()`` tells the senders to look now;
+call it after the transaction has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from services.ports import ChatTarget
+from storage.repos import Tx
+from storage.tables import Outbox, OutboxKind
+
+
+class Listener:
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Return when woken (a wake-up that came while busy counts) or after ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._event.clear()
+
+
+class Wakeup:
+    """A broadcast signal from writers to workers: every listener sees every wake-up."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def listener(self) -> Listener:
+        listener = Listener()
+        self._listeners.append(listener)
+        return listener
+
+    def set(self) -> None:
+        for listener in self._listeners:
+            listener.set()
+
+
+class Notifier:
+    def __init__(self, card_targets: Sequence[ChatTarget], wakeup: Wakeup) -> None:
+        self.card_targets = tuple(card_targets)
+        self._wakeup = wakeup
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def card(self, tx: Tx, incident_id: int, now: datetime, *, not_before: datetime | None = None) -> None:
+        """Make the incident's card in every card chat reflect current state (send, or edit in place)."""
+        for target in self.card_targets:
+            await tx.outbox.enqueue(
+                Outbox(
+                    channel=target.channel,
+                    chat_id=target.chat_id,
+                    incident_id=incident_id,
+                    kind=OutboxKind.CARD,
+                    not_before=not_before or now,
+                    created_at=now,
+                )
+            )
+
+    async def thread(
+        self,
+        tx: Tx,
+        incident_id: int,
+        template: str,
+        context: dict[str, Any],
+        now: datetime,
+        *,
+        targets: Sequence[ChatTarget] | None = None,
+        dedup_key: str | None = None,
+    ) -> None:
+        """A message threaded under the incident's card (in every card chat unless ``targets`` narrows it)."""
+        for target in targets if targets is not None else self.card_targets:
+            await tx.outbox.enqueue(
+                Outbox(
+                    channel=target.channel,
+                    chat_id=target.chat_id,
+                    incident_id=incident_id,
+                    kind=OutboxKind.MESSAGE,
+                    template=template,
+                    context=context,
+                    reply_to_card=True,
+                    dedup_key=None if dedup_key is None else f"{dedup_key}:{target.channel}:{target.chat_id}",
+                    not_before=now,
+                    created_at=now,
+                )
+            )
+
+    async def answer(
+        self,
+        tx: Tx,
+        target: ChatTarget,
+        template: str,
+        context: dict[str, Any],
+        now: datetime,
+        *,
+        reply_to_message_id: str | None = None,
+        incident_id: int | None = None,
+    ) -> None:
+        """A message to one chat (a command's answer), optionally as a reply to the user's message."""
+        await tx.outbox.enqueue(
+            Outbox(
+                channel=target.channel,
+                chat_id=target.chat_id,
+                incident_id=incident_id,
+                kind=OutboxKind.MESSAGE,
+                template=template,
+                context=context,
+                reply_to_message_id=reply_to_message_id,
+                not_before=now,
+                created_at=now,
+            )
+        )

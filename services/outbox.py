@@ -1,0 +1,193 @@
+"""The one sender: delivers outbox rows of one channel through its ChatGateway (DESIGN §6).
+
+- rows of one incident in one chat go in id order: a reply never overtakes the card it threads under;
+- consecutive card rows of an incident coalesce: cards render current state, so one send is enough;
+- pacing per chat, per group and per bot (services.pacing);
+- 429 → retry after ``retry_after``; 5xx, timeouts and network errors → exponential backoff (capped), and
+  never given up, so an outage delays messages but loses none; other 4xx → failed, with the error kept;
+- a card edited in place that no longer exists is sent again as a new card and its ref re-pointed;
+- a row is claimed (compare-and-set) before it is sent, so several senders never send it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+import structlog
+
+from services.errors import (
+    IncidentNotFound,
+    MessageGone,
+    PermanentDeliveryError,
+    RateLimited,
+    TransientDeliveryError,
+)
+from services.pacing import Pacer
+from services.ports import ChatGateway
+from services.queries import IncidentQueries
+from storage.clock import Clock
+from storage.db import Database
+from storage.tables import Outbox, OutboxKind, OutboxState
+
+log = structlog.get_logger(__name__)
+
+CLAIM_TTL = timedelta(seconds=120)
+BATCH = 500
+
+
+class OutboxSender:
+    def __init__(
+        self,
+        db: Database,
+        gateway: ChatGateway,
+        queries: IncidentQueries,
+        pacer: Pacer,
+        clock: Clock,
+        *,
+        max_backoff: float = 300.0,
+        poll_seconds: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        owner: str | None = None,
+    ) -> None:
+        self._db, self._gw, self._queries, self._pacer, self._now = db, gateway, queries, pacer, clock
+        self._max_backoff, self._poll, self._mono = max_backoff, poll_seconds, monotonic
+        self._owner = owner or f"{gateway.channel}-{uuid.uuid4().hex[:8]}"
+        self.channel = gateway.channel
+
+    async def run(self, wait: Callable[[float], object]) -> None:
+        """Deliver forever; ``wait(seconds)`` sleeps until woken or the time passes."""
+        while True:
+            try:
+                delay = await self.pump()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox_loop_error", channel=self.channel)
+                delay = self._poll
+            await wait(max(0.01, min(delay, self._poll)))  # type: ignore[misc]
+
+    async def pump(self) -> float:
+        """One pass over the open rows; returns how long until something may be due."""
+        now = self._now()
+        async with self._db.read() as tx:
+            rows = await tx.outbox.open_rows(self.channel, BATCH)
+        next_due = self._poll
+        blocked: set[tuple[str, str]] = set()
+        coalesced: set[int] = set()
+        for index, row in enumerate(rows):
+            assert row.id is not None
+            key = (row.chat_id, str(row.incident_id) if row.incident_id is not None else f"row{row.id}")
+            if key in blocked or row.id in coalesced:
+                continue
+            if row.state == OutboxState.SENDING and row.claimed_at and row.claimed_at > now - CLAIM_TTL:
+                blocked.add(key)  # in flight elsewhere
+                continue
+            if row.not_before > now:
+                blocked.add(key)
+                next_due = min(next_due, (row.not_before - now).total_seconds())
+                continue
+            wait = self._pacer.delay(row.chat_id, self._mono())
+            if wait > 0:
+                blocked.add(key)
+                next_due = min(next_due, wait)
+                continue
+            if row.kind == OutboxKind.CARD:
+                later = self._later_cards(rows[index + 1 :], key)
+                if later:
+                    async with self._db.write() as tx:
+                        await tx.outbox.coalesce(later)
+                    coalesced.update(later)
+            async with self._db.write() as tx:
+                if not await tx.outbox.claim(row.id, self._owner, self._now(), self._now() - CLAIM_TTL):
+                    blocked.add(key)
+                    continue
+            if not await self._deliver(row):
+                blocked.add(key)
+            now = self._now()
+        return next_due
+
+    @staticmethod
+    def _later_cards(rows: list[Outbox], key: tuple[str, str]) -> list[int]:
+        """Card rows of the same incident and chat that directly follow (no message in between)."""
+        ids: list[int] = []
+        for row in rows:
+            if (row.chat_id, str(row.incident_id)) != key:
+                continue
+            if row.kind != OutboxKind.CARD or row.state != OutboxState.PENDING:
+                break
+            ids.append(row.id or 0)
+        return ids
+
+    async def _deliver(self, row: Outbox) -> bool:
+        assert row.id is not None
+        try:
+            message_id = await self._send(row)
+        except RateLimited as exc:
+            self._pacer.pause(row.chat_id, self._mono() + exc.retry_after)
+            await self._retry_later(row, exc.retry_after, f"429: {exc}")
+            return False
+        except TransientDeliveryError as exc:
+            await self._retry_later(row, min(self._max_backoff, 2.0 ** min(row.attempts, 20)), str(exc))
+            return False
+        except (PermanentDeliveryError, IncidentNotFound) as exc:
+            await self._fail(row, str(exc))
+            return True
+        except Exception as exc:  # a bug (template, view): keep the row, say so loudly
+            log.exception("outbox_send_crashed", channel=self.channel, row_id=row.id)
+            await self._fail(row, f"{type(exc).__name__}: {exc}")
+            return True
+        async with self._db.write() as tx:
+            if row.kind == OutboxKind.CARD and row.incident_id is not None:
+                await tx.refs.set_card(self.channel, row.chat_id, row.incident_id, message_id, self._now())
+            await tx.outbox.finish(
+                row.id, self._owner, state=OutboxState.SENT, message_id=message_id, sent_at=self._now(), last_error=None
+            )
+        log.info("outbox_sent", channel=self.channel, row_id=row.id, kind=row.kind, incident_id=row.incident_id,
+                 chat_id=row.chat_id, message_id=message_id)
+        return True
+
+    async def _send(self, row: Outbox) -> str:
+        self._pacer.record(row.chat_id, self._mono())
+        if row.kind == OutboxKind.CARD:
+            assert row.incident_id is not None
+            async with self._db.read() as tx:
+                card = await self._queries.card_in(tx, row.incident_id)
+                ref = await tx.refs.card(self.channel, row.chat_id, row.incident_id)
+            if ref is None:
+                return await self._gw.send_card(row.chat_id, card, edit_message_id=None)
+            try:
+                return await self._gw.send_card(row.chat_id, card, edit_message_id=ref.message_id)
+            except MessageGone:
+                log.warning("card_gone_resending", channel=self.channel, incident_id=row.incident_id, old=ref.message_id)
+                self._pacer.record(row.chat_id, self._mono())
+                return await self._gw.send_card(row.chat_id, card, edit_message_id=None)
+        reply_to = row.reply_to_message_id
+        if row.reply_to_card and row.incident_id is not None:
+            async with self._db.read() as tx:
+                ref = await tx.refs.card(self.channel, row.chat_id, row.incident_id)
+            reply_to = ref.message_id if ref else None
+        return await self._gw.send_message(row.chat_id, row.template, row.context, reply_to=reply_to)
+
+    async def _retry_later(self, row: Outbox, seconds: float, error: str) -> None:
+        async with self._db.write() as tx:
+            await tx.outbox.finish(
+                row.id or 0, self._owner, state=OutboxState.PENDING, not_before=self._now() + timedelta(seconds=seconds),
+                last_error=error[:2000], claimed_by=None, claimed_at=None,
+            )
+        log.warning("outbox_retry", channel=self.channel, row_id=row.id, in_seconds=round(seconds, 2),
+                    attempts=row.attempts + 1, error=error[:300])
+
+    async def _fail(self, row: Outbox, error: str) -> None:
+        async with self._db.write() as tx:
+            await tx.outbox.finish(row.id or 0, self._owner, state=OutboxState.FAILED, last_error=error[:2000])
+        log.error("outbox_failed", channel=self.channel, row_id=row.id, kind=row.kind, incident_id=row.incident_id,
+                  error=error[:500])
+
+    async def release_own_claims(self) -> None:
+        """At start-up of a single-process deployment: rows left 'sending' by a killed process go again."""
+        async with self._db.write() as tx:
+            await tx.outbox.release_claims(self.channel)

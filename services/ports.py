@@ -1,0 +1,127 @@
+"""Ports (Protocols) the services depend on, and the platform-neutral view models chat adapters render.
+
+Nothing here knows Telegram, WeCom or jinja2: a ChatGateway implementation (bot/chat/*) turns a view
+model into its platform's message through templates/<channel>/*.j2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class CardAction(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+    DETAILS = "details"
+    REANALYSE = "reanalyse"
+    HISTORY = "history"
+
+
+DECISION_ACTIONS = (CardAction.APPROVE, CardAction.REJECT)
+INFO_ACTIONS = (CardAction.DETAILS, CardAction.HISTORY)
+
+
+@dataclass(frozen=True)
+class ProposalView:
+    state: str
+    source: str
+    model: str | None
+    category: str
+    root_cause: str
+    command: str
+    risk: str
+    reasoning: str
+    confidence: float | None
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_reason: str | None
+
+
+@dataclass(frozen=True)
+class IncidentCard:
+    """Everything the card shows, already truncated to fit a 4096-character message."""
+
+    incident_id: int
+    ref: str  # INC-12
+    status: str  # firing | resolved
+    severity: str
+    priority: str  # P1..P4
+    title: str
+    service: str
+    namespace: str
+    summary: str
+    alert_count: int
+    firing_count: int
+    repeat_count: int
+    since: datetime
+    resolved_at: datetime | None
+    duration_minutes: int | None
+    analysing: bool
+    proposal: ProposalView | None
+    actions: tuple[CardAction, ...]
+
+
+@dataclass(frozen=True)
+class ChannelLimits:
+    per_chat_per_second: float
+    per_group_per_minute: float
+    per_bot_per_second: float
+
+
+@dataclass(frozen=True)
+class ChatTarget:
+    channel: str
+    chat_id: str
+
+
+class ChatGateway(Protocol):
+    """One chat platform's delivery. Raises services.errors.DeliveryError subclasses on failure."""
+
+    channel: str
+
+    def is_group(self, chat_id: str) -> bool: ...
+
+    async def send_card(self, chat_id: str, card: IncidentCard, *, edit_message_id: str | None) -> str:
+        """Send the card (or edit ``edit_message_id`` in place); return its message id."""
+        ...
+
+    async def send_message(
+        self, chat_id: str, template: str, context: dict[str, Any], *, reply_to: str | None
+    ) -> str:
+        """Render ``template`` with ``context``; send it, threaded under ``reply_to`` when given."""
+        ...
+
+
+@dataclass(frozen=True)
+class IncidentFacts:
+    """What a decision engine sees about an incident."""
+
+    incident_id: int
+    alertname: str
+    severity: str
+    service: str
+    namespace: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ProposalDraft:
+    source: str
+    root_cause: str
+    command: str
+    risk: str
+    reasoning: str
+    category: str = ""
+    model: str | None = None
+    confidence: float | None = None
+
+
+class DecisionEngine(Protocol):
+    """Produces a proposal for an incident. The rule engine never fails; others may raise or time out."""
+
+    async def propose(self, facts: IncidentFacts) -> ProposalDraft: ...

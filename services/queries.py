@@ -1,0 +1,186 @@
+"""Read side: cards, command answers and the read API, all built from stored state."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from services.errors import IncidentNotFound, InvalidIncidentRef
+from services.incidents import incident_ref
+from services.ports import IncidentCard
+from services.views import build_card, clip, detail_pages, priority_of, to_context
+from storage.db import Database
+from storage.repos import Tx
+from storage.tables import Alert, Incident, Proposal, TimelineEvent
+
+_REF = re.compile(r"^(?:inc-?)?#?(\d{1,12})$", re.IGNORECASE)
+MAX_PAGE = 500
+HISTORY_LIMIT = 8
+
+
+def parse_incident_ref(text: str) -> int:
+    """``INC-12``, ``inc12``, ``#12`` or ``12`` → 12."""
+    match = _REF.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise InvalidIncidentRef(text)
+    return int(match.group(1))
+
+
+def page_bounds(limit: int | None, offset: int | None, default: int = 50) -> tuple[int, int]:
+    limit = default if limit is None else max(1, min(int(limit), MAX_PAGE))
+    return limit, max(0, int(offset or 0))
+
+
+class IncidentQueries:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def card(self, incident_id: int) -> IncidentCard:
+        async with self._db.read() as tx:
+            return await self.card_in(tx, incident_id)
+
+    async def card_in(self, tx: Tx, incident_id: int) -> IncidentCard:
+        incident = await tx.incidents.get(incident_id)
+        if incident is None:
+            raise IncidentNotFound(incident_ref(incident_id))
+        alerts = await tx.alerts.of_incident(incident_id)
+        proposal = await tx.proposals.current(incident_id)
+        return build_card(incident, alerts, proposal)
+
+    async def details_pages(self, tx: Tx, incident_id: int) -> tuple[list[list[dict[str, Any]]], int]:
+        return detail_pages(await tx.alerts.of_incident(incident_id))
+
+    async def history(self, tx: Tx, incident: Incident) -> list[dict[str, Any]]:
+        assert incident.id is not None
+        similar = await tx.incidents.similar(
+            alertname=incident.alertname, service=incident.service, exclude_id=incident.id, limit=HISTORY_LIMIT
+        )
+        proposals = await tx.proposals.of_incidents(i.id for i in similar if i.id is not None)
+        return [_history_item(i, proposals.get(i.id or 0)) for i in similar]
+
+    async def open_incidents(self, limit: int = 20) -> tuple[list[dict[str, Any]], int]:
+        async with self._db.read() as tx:
+            incidents, total = await tx.incidents.page(status="firing", limit=limit, offset=0)
+            proposals = await tx.proposals.of_incidents(i.id for i in incidents if i.id is not None)
+            return [_history_item(i, proposals.get(i.id or 0)) for i in incidents], total
+
+    # --- read API -------------------------------------------------------------------------------
+
+    async def api_incidents(self, *, status: str | None, limit: int, offset: int) -> dict[str, Any]:
+        async with self._db.read() as tx:
+            incidents, total = await tx.incidents.page(status=status, limit=limit, offset=offset)
+            proposals = await tx.proposals.of_incidents(i.id for i in incidents if i.id is not None)
+            items = [_incident_json(i, proposals.get(i.id or 0)) for i in incidents]
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+    async def api_incident(self, incident_id: int) -> dict[str, Any]:
+        async with self._db.read() as tx:
+            incident = await tx.incidents.get(incident_id)
+            if incident is None:
+                raise IncidentNotFound(incident_ref(incident_id))
+            proposal = await tx.proposals.current(incident_id)
+            body = _incident_json(incident, proposal)
+            body["alerts"] = [_alert_json(a) for a in await tx.alerts.of_incident(incident_id)]
+            body["timeline"] = [_event_json(e) for e in await tx.timeline.of_incident(incident_id)]
+            body["messages"] = [
+                {"channel": r.channel, "chat_id": r.chat_id, "message_id": r.message_id, "kind": r.kind}
+                for r in await tx.refs.cards_of(incident_id)
+            ]
+        return body
+
+    async def api_alerts(self, *, fingerprint: str | None, status: str | None, limit: int, offset: int) -> dict[str, Any]:
+        async with self._db.read() as tx:
+            alerts, total = await tx.alerts.page(fingerprint=fingerprint, status=status, limit=limit, offset=offset)
+        return {"items": [_alert_json(a) for a in alerts], "total": total, "limit": limit, "offset": offset}
+
+    async def api_stats(self) -> dict[str, Any]:
+        async with self._db.read() as tx:
+            alert_totals = await tx.alerts.totals()
+            incidents = await tx.incidents.count_by_status()
+            outbox = await tx.outbox.counts()
+        return {
+            "alerts": alert_totals["alerts"],
+            "alerts_firing": alert_totals["firing"],
+            "deduplicated_repeats": alert_totals["repeats"],
+            "incidents": {"total": sum(incidents.values()), **incidents},
+            "outbox": outbox,
+        }
+
+
+def _history_item(incident: Incident, proposal: Proposal | None) -> dict[str, Any]:
+    return {
+        "ref": incident_ref(incident.id or 0),
+        "title": clip(incident.alertname, 80),
+        "service": clip(incident.service, 60),
+        "priority": priority_of(incident.severity),
+        "status": incident.status,
+        "created_at": incident.created_at.isoformat(),
+        "resolved_at": incident.resolved_at.isoformat() if incident.resolved_at else None,
+        "proposal_state": proposal.state if proposal else None,
+        "command": clip(proposal.command, 120) if proposal else "",
+    }
+
+
+def _incident_json(incident: Incident, proposal: Proposal | None) -> dict[str, Any]:
+    return {
+        "id": incident.id,
+        "ref": incident_ref(incident.id or 0),
+        "status": incident.status,
+        "source": incident.source,
+        "receiver": incident.receiver,
+        "group_key": incident.group_key,
+        "alertname": incident.alertname,
+        "title": incident.title,
+        "severity": incident.severity,
+        "service": incident.service,
+        "namespace": incident.namespace,
+        "created_at": incident.created_at.isoformat(),
+        "acknowledged_at": incident.acknowledged_at.isoformat() if incident.acknowledged_at else None,
+        "resolved_at": incident.resolved_at.isoformat() if incident.resolved_at else None,
+        "analysing": incident.needs_analysis,
+        "decision": None if proposal is None else _proposal_json(proposal),
+    }
+
+
+def _proposal_json(p: Proposal) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "state": p.state,
+        "source": p.source,
+        "model": p.model,
+        "category": p.category,
+        "root_cause": p.root_cause,
+        "command": p.command,
+        "risk": p.risk,
+        "reasoning": p.reasoning,
+        "confidence": p.confidence,
+        "latency_ms": p.latency_ms,
+        "decided_by": p.decided_by,
+        "decided_by_name": p.decided_by_name,
+        "decided_at": p.decided_at.isoformat() if p.decided_at else None,
+        "decision_reason": p.decision_reason,
+        "created_at": p.created_at.isoformat(),
+    }
+
+
+def _alert_json(a: Alert) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "incident_id": a.incident_id,
+        "fingerprint": a.fingerprint,
+        "receiver": a.receiver,
+        "status": a.status,
+        "alertname": a.alertname,
+        "severity": a.severity,
+        "labels": a.labels,
+        "annotations": a.annotations,
+        "starts_at": a.starts_at.isoformat() if a.starts_at else None,
+        "ends_at": a.ends_at.isoformat() if a.ends_at else None,
+        "first_seen": a.first_seen.isoformat(),
+        "last_seen": a.last_seen.isoformat(),
+        "repeat_count": a.repeat_count,
+    }
+
+
+def _event_json(e: TimelineEvent) -> dict[str, Any]:
+    return {"at": e.at.isoformat(), "kind": e.kind, "actor": e.actor, "detail": to_context(e.detail)}

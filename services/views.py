@@ -1,0 +1,171 @@
+"""Build platform-neutral views from stored rows. Every free-text field is truncated here, before any
+template sees it, so the rendered message stays within the chat's limit (Telegram: 4096 characters after
+entity parsing) whatever an alert contains."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from services.incidents import incident_ref
+from services.ports import CardAction, IncidentCard, ProposalView
+from storage.tables import Alert, Incident, IncidentStatus, Proposal, ProposalState
+
+# Card field budget: the sum stays far below 4096 with the template's frame (about 400 characters).
+CARD_LIMITS = {
+    "title": 200,
+    "service": 80,
+    "namespace": 80,
+    "summary": 400,
+    "root_cause": 700,
+    "command": 500,
+    "reasoning": 500,
+    "risk": 40,
+    "decided_by": 80,
+    "decision_reason": 300,
+    "model": 60,
+}
+DETAIL_LABEL_VALUE = 200
+DETAIL_ANNOTATION_VALUE = 600
+DETAIL_MAX_LABELS = 25
+DETAIL_PAGE_BUDGET = 3000  # characters of field text per Details message
+DETAIL_MAX_PAGES = 5
+PRIORITIES = {
+    "critical": "P1",
+    "page": "P1",
+    "error": "P2",
+    "high": "P2",
+    "major": "P2",
+    "warning": "P3",
+    "medium": "P3",
+    "info": "P4",
+    "low": "P4",
+}
+
+
+def clip(text: str | None, limit: int) -> str:
+    text = (text or "").strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def priority_of(severity: str) -> str:
+    return PRIORITIES.get(severity.lower(), "P3")
+
+
+def card_actions(incident: Incident, proposal: Proposal | None) -> tuple[CardAction, ...]:
+    actions: list[CardAction] = []
+    firing = incident.status == IncidentStatus.FIRING
+    pending = proposal is not None and proposal.state == ProposalState.PENDING
+    if firing and pending:
+        actions += [CardAction.APPROVE, CardAction.REJECT]
+    actions.append(CardAction.DETAILS)
+    if firing and not incident.needs_analysis and (proposal is None or pending):
+        actions.append(CardAction.REANALYSE)
+    actions.append(CardAction.HISTORY)
+    return tuple(actions)
+
+
+def build_card(incident: Incident, alerts: list[Alert], proposal: Proposal | None) -> IncidentCard:
+    assert incident.id is not None
+    firing = sum(1 for a in alerts if a.status == "firing")
+    summary = ""
+    if alerts:
+        summary = alerts[0].annotations.get("summary") or alerts[0].annotations.get("description", "")
+    duration = None
+    if incident.resolved_at is not None:
+        duration = max(0, round((incident.resolved_at - incident.created_at).total_seconds() / 60))
+    return IncidentCard(
+        incident_id=incident.id,
+        ref=incident_ref(incident.id),
+        status=incident.status,
+        severity=clip(incident.severity, 20),
+        priority=priority_of(incident.severity),
+        title=clip(incident.alertname or incident.title, CARD_LIMITS["title"]),
+        service=clip(incident.service, CARD_LIMITS["service"]),
+        namespace=clip(incident.namespace, CARD_LIMITS["namespace"]),
+        summary=clip(summary if summary != incident.alertname else "", CARD_LIMITS["summary"]),
+        alert_count=len(alerts),
+        firing_count=firing,
+        repeat_count=sum(a.repeat_count for a in alerts),
+        since=incident.created_at,
+        resolved_at=incident.resolved_at,
+        duration_minutes=duration,
+        analysing=incident.needs_analysis and incident.status == IncidentStatus.FIRING,
+        proposal=None if proposal is None else proposal_view(proposal),
+        actions=card_actions(incident, proposal),
+    )
+
+
+def proposal_view(p: Proposal) -> ProposalView:
+    return ProposalView(
+        state=p.state,
+        source=p.source,
+        model=clip(p.model, CARD_LIMITS["model"]) or None,
+        category=p.category,
+        root_cause=clip(p.root_cause, CARD_LIMITS["root_cause"]),
+        command=clip(p.command, CARD_LIMITS["command"]),
+        risk=clip(p.risk, CARD_LIMITS["risk"]),
+        reasoning=clip(p.reasoning, CARD_LIMITS["reasoning"]),
+        confidence=p.confidence,
+        decided_by=clip(p.decided_by_name, CARD_LIMITS["decided_by"]) or None,
+        decided_at=p.decided_at,
+        decision_reason=clip(p.decision_reason, CARD_LIMITS["decision_reason"]) or None,
+    )
+
+
+def alert_view(alert: Alert) -> dict[str, Any]:
+    labels = sorted(alert.labels.items())
+    shown = [(clip(k, 60), clip(v, DETAIL_LABEL_VALUE)) for k, v in labels[:DETAIL_MAX_LABELS]]
+    return {
+        "fingerprint": alert.fingerprint,
+        "alertname": clip(alert.alertname, 120),
+        "status": alert.status,
+        "labels": shown,
+        "hidden_labels": max(0, len(labels) - DETAIL_MAX_LABELS),
+        "annotations": [(clip(k, 60), clip(v, DETAIL_ANNOTATION_VALUE)) for k, v in sorted(alert.annotations.items())[:6]],
+        "starts_at": alert.starts_at.isoformat() if alert.starts_at else None,
+        "ends_at": alert.ends_at.isoformat() if alert.ends_at else None,
+        "repeat_count": alert.repeat_count,
+    }
+
+
+def _weight(view: dict[str, Any]) -> int:
+    pairs = view["labels"] + view["annotations"]
+    return 120 + sum(len(k) + len(v) + 8 for k, v in pairs)
+
+
+def detail_pages(alerts: list[Alert]) -> tuple[list[list[dict[str, Any]]], int]:
+    """Alert views split into messages that each fit; returns (pages, alerts left out)."""
+    pages: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    used = 0
+    for index, alert in enumerate(alerts):
+        view = alert_view(alert)
+        weight = _weight(view)
+        if current and used + weight > DETAIL_PAGE_BUDGET:
+            pages.append(current)
+            current, used = [], 0
+            if len(pages) == DETAIL_MAX_PAGES:
+                return pages, len(alerts) - index
+        current.append(view)
+        used += weight
+    if current:
+        pages.append(current)
+    return pages, 0
+
+
+def to_context(value: Any) -> Any:
+    """A JSON-safe copy of a view (dataclasses, enums and datetimes included) for an outbox row."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_context(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): to_context(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_context(v) for v in value]
+    return value

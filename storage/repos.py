@@ -1,0 +1,421 @@
+"""Repositories: every query lives here. Services receive a ``Tx`` (one session, one transaction) and call
+these; state changes are compare-and-set UPDATEs (``WHERE state = <expected>``) that report whether they
+applied, so double clicks and replicas cannot apply a change twice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.tables import (
+    Alert,
+    AlertStatus,
+    Incident,
+    IncidentStatus,
+    KeyValue,
+    MessageRef,
+    Outbox,
+    OutboxKind,
+    OutboxState,
+    Proposal,
+    ProposalState,
+    TimelineEvent,
+)
+
+
+class IncidentRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def get(self, incident_id: int) -> Incident | None:
+        return await self._s.get(Incident, incident_id)
+
+    async def find_open(self, open_key: str) -> Incident | None:
+        return (await self._s.execute(select(Incident).where(Incident.open_key == open_key))).scalar_one_or_none()
+
+    async def add(self, incident: Incident) -> Incident:
+        self._s.add(incident)
+        await self._s.flush()
+        return incident
+
+    async def resolve(self, incident_id: int, at: datetime) -> bool:
+        result = await self._s.execute(
+            update(Incident)
+            .where(Incident.id == incident_id, Incident.status == IncidentStatus.FIRING)
+            .values(status=IncidentStatus.RESOLVED, open_key=None, resolved_at=at, updated_at=at)
+        )
+        return result.rowcount == 1
+
+    async def acknowledge(self, incident_id: int, at: datetime) -> None:
+        await self._s.execute(
+            update(Incident)
+            .where(Incident.id == incident_id, Incident.acknowledged_at.is_(None))  # type: ignore[union-attr]
+            .values(acknowledged_at=at)
+        )
+
+    async def touch(self, incident_id: int, at: datetime) -> None:
+        await self._s.execute(update(Incident).where(Incident.id == incident_id).values(updated_at=at))
+
+    async def request_analysis(self, incident_id: int, by: str | None) -> bool:
+        result = await self._s.execute(
+            update(Incident)
+            .where(
+                Incident.id == incident_id,
+                Incident.status == IncidentStatus.FIRING,
+                Incident.needs_analysis.is_(False),  # type: ignore[attr-defined]
+            )
+            .values(needs_analysis=True, analysis_claimed_by=None, analysis_claimed_at=None, analysis_requested_by=by)
+        )
+        return result.rowcount == 1
+
+    async def awaiting_analysis(self, stale_before: datetime, limit: int = 20) -> list[int]:
+        claimable = or_(
+            Incident.analysis_claimed_at.is_(None),  # type: ignore[union-attr]
+            Incident.analysis_claimed_at < stale_before,  # type: ignore[operator]
+        )
+        rows = await self._s.execute(
+            select(Incident.id).where(Incident.needs_analysis.is_(True), claimable).order_by(Incident.id).limit(limit)  # type: ignore[attr-defined]
+        )
+        return list(rows.scalars())
+
+    async def claim_analysis(self, incident_id: int, owner: str, now: datetime, stale_before: datetime) -> bool:
+        result = await self._s.execute(
+            update(Incident)
+            .where(
+                Incident.id == incident_id,
+                Incident.needs_analysis.is_(True),  # type: ignore[attr-defined]
+                or_(Incident.analysis_claimed_at.is_(None), Incident.analysis_claimed_at < stale_before),  # type: ignore[union-attr,operator]
+            )
+            .values(analysis_claimed_by=owner, analysis_claimed_at=now)
+        )
+        return result.rowcount == 1
+
+    async def finish_analysis(self, incident_id: int, owner: str) -> bool:
+        result = await self._s.execute(
+            update(Incident)
+            .where(Incident.id == incident_id, Incident.analysis_claimed_by == owner, Incident.needs_analysis.is_(True))  # type: ignore[attr-defined]
+            .values(needs_analysis=False, analysis_claimed_by=None, analysis_claimed_at=None)
+        )
+        return result.rowcount == 1
+
+    async def release_analysis_claims(self) -> int:
+        """Make analyses claimed by a process that died claimable at once (single-process start-up)."""
+        result = await self._s.execute(
+            update(Incident)
+            .where(Incident.needs_analysis.is_(True), Incident.analysis_claimed_by.is_not(None))  # type: ignore[attr-defined,union-attr]
+            .values(analysis_claimed_by=None, analysis_claimed_at=None)
+        )
+        return int(result.rowcount)
+
+    async def page(self, *, status: str | None, limit: int, offset: int) -> tuple[list[Incident], int]:
+        where = [] if status is None else [Incident.status == status]
+        total = (await self._s.execute(select(func.count()).select_from(Incident).where(*where))).scalar_one()
+        rows = await self._s.execute(
+            select(Incident).where(*where).order_by(Incident.id.desc()).limit(limit).offset(offset)  # type: ignore[union-attr]
+        )
+        return list(rows.scalars()), int(total)
+
+    async def similar(self, *, alertname: str, service: str, exclude_id: int, limit: int) -> list[Incident]:
+        match = [Incident.alertname == alertname]
+        if service:
+            match.append(Incident.service == service)
+        rows = await self._s.execute(
+            select(Incident)
+            .where(Incident.id != exclude_id, or_(*match))
+            .order_by(Incident.id.desc())  # type: ignore[union-attr]
+            .limit(limit)
+        )
+        return list(rows.scalars())
+
+    async def count_by_status(self) -> dict[str, int]:
+        rows = await self._s.execute(select(Incident.status, func.count()).group_by(Incident.status))
+        return {status: int(n) for status, n in rows.all()}
+
+
+class AlertRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def find_active(self, active_key: str) -> Alert | None:
+        return (await self._s.execute(select(Alert).where(Alert.active_key == active_key))).scalar_one_or_none()
+
+    async def find_latest(self, receiver: str, fingerprint: str) -> Alert | None:
+        rows = await self._s.execute(
+            select(Alert)
+            .where(Alert.fingerprint == fingerprint, Alert.receiver == receiver)
+            .order_by(Alert.id.desc())  # type: ignore[union-attr]
+            .limit(1)
+        )
+        return rows.scalar_one_or_none()
+
+    async def add(self, alert: Alert) -> Alert:
+        self._s.add(alert)
+        await self._s.flush()
+        return alert
+
+    async def of_incident(self, incident_id: int) -> list[Alert]:
+        rows = await self._s.execute(select(Alert).where(Alert.incident_id == incident_id).order_by(Alert.id))
+        return list(rows.scalars())
+
+    async def count_firing(self, incident_id: int) -> int:
+        rows = await self._s.execute(
+            select(func.count()).select_from(Alert).where(Alert.incident_id == incident_id, Alert.status == AlertStatus.FIRING)
+        )
+        return int(rows.scalar_one())
+
+    async def deactivate(self, incident_id: int) -> None:
+        await self._s.execute(update(Alert).where(Alert.incident_id == incident_id).values(active_key=None))
+
+    async def page(
+        self, *, fingerprint: str | None, status: str | None, limit: int, offset: int
+    ) -> tuple[list[Alert], int]:
+        where = []
+        if fingerprint:
+            where.append(Alert.fingerprint == fingerprint)
+        if status:
+            where.append(Alert.status == status)
+        total = (await self._s.execute(select(func.count()).select_from(Alert).where(*where))).scalar_one()
+        rows = await self._s.execute(select(Alert).where(*where).order_by(Alert.id).limit(limit).offset(offset))
+        return list(rows.scalars()), int(total)
+
+    async def totals(self) -> dict[str, int]:
+        row = (
+            await self._s.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(Alert.repeat_count), 0),
+                    func.count().filter(Alert.status == AlertStatus.FIRING),
+                )
+            )
+        ).one()
+        return {"alerts": int(row[0]), "repeats": int(row[1]), "firing": int(row[2])}
+
+
+class ProposalRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def current(self, incident_id: int) -> Proposal | None:
+        rows = await self._s.execute(
+            select(Proposal)
+            .where(Proposal.incident_id == incident_id, Proposal.is_current.is_(True))  # type: ignore[attr-defined]
+            .order_by(Proposal.id.desc())  # type: ignore[union-attr]
+            .limit(1)
+        )
+        return rows.scalar_one_or_none()
+
+    async def of_incidents(self, incident_ids: Iterable[int]) -> dict[int, Proposal]:
+        ids = list(incident_ids)
+        if not ids:
+            return {}
+        rows = await self._s.execute(
+            select(Proposal).where(Proposal.incident_id.in_(ids), Proposal.is_current.is_(True))  # type: ignore[attr-defined]
+        )
+        return {p.incident_id: p for p in rows.scalars()}
+
+    async def add_current(self, proposal: Proposal) -> Proposal:
+        await self._s.execute(
+            update(Proposal).where(Proposal.incident_id == proposal.incident_id).values(is_current=False)
+        )
+        proposal.is_current = True
+        self._s.add(proposal)
+        await self._s.flush()
+        return proposal
+
+    async def transition(
+        self, proposal_id: int, expected: Sequence[str], new: str, **values: Any
+    ) -> bool:
+        result = await self._s.execute(
+            update(Proposal)
+            .where(Proposal.id == proposal_id, Proposal.state.in_(list(expected)))  # type: ignore[attr-defined]
+            .values(state=new, **values)
+        )
+        return result.rowcount == 1
+
+    async def expire_pending(self, incident_id: int) -> bool:
+        result = await self._s.execute(
+            update(Proposal)
+            .where(Proposal.incident_id == incident_id, Proposal.state == ProposalState.PENDING)
+            .values(state=ProposalState.EXPIRED)
+        )
+        return result.rowcount > 0
+
+
+class TimelineRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def add(
+        self, *, incident_id: int | None, at: datetime, kind: str, actor: str | None = None, **detail: Any
+    ) -> None:
+        self._s.add(TimelineEvent(incident_id=incident_id, at=at, kind=kind, actor=actor, detail=detail))
+
+    async def of_incident(self, incident_id: int) -> list[TimelineEvent]:
+        rows = await self._s.execute(
+            select(TimelineEvent).where(TimelineEvent.incident_id == incident_id).order_by(TimelineEvent.id)
+        )
+        return list(rows.scalars())
+
+
+class MessageRefRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def card(self, channel: str, chat_id: str, incident_id: int) -> MessageRef | None:
+        rows = await self._s.execute(
+            select(MessageRef).where(
+                MessageRef.channel == channel,
+                MessageRef.chat_id == chat_id,
+                MessageRef.incident_id == incident_id,
+                MessageRef.kind == "card",
+            )
+        )
+        return rows.scalar_one_or_none()
+
+    async def cards_of(self, incident_id: int) -> list[MessageRef]:
+        rows = await self._s.execute(select(MessageRef).where(MessageRef.incident_id == incident_id))
+        return list(rows.scalars())
+
+    async def set_card(self, channel: str, chat_id: str, incident_id: int, message_id: str, at: datetime) -> None:
+        existing = await self.card(channel, chat_id, incident_id)
+        if existing is None:
+            self._s.add(
+                MessageRef(
+                    channel=channel, chat_id=chat_id, incident_id=incident_id, message_id=message_id, kind="card", created_at=at
+                )
+            )
+        else:
+            existing.message_id = message_id
+            existing.created_at = at
+        await self._s.flush()
+
+
+class OutboxRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def enqueue(self, row: Outbox) -> bool:
+        """Add a row; False when its dedup_key was already queued (the caller's change is then a replay)."""
+        if row.dedup_key is not None:
+            exists = await self._s.execute(select(Outbox.id).where(Outbox.dedup_key == row.dedup_key))
+            if exists.first() is not None:
+                return False
+        try:
+            async with self._s.begin_nested():
+                self._s.add(row)
+        except IntegrityError:
+            return False
+        return True
+
+    async def open_rows(self, channel: str, limit: int) -> list[Outbox]:
+        """Unfinished rows in id order (pending, and sending rows that may be stale), due or not."""
+        rows = await self._s.execute(
+            select(Outbox)
+            .where(Outbox.channel == channel, Outbox.state.in_([OutboxState.PENDING, OutboxState.SENDING]))  # type: ignore[attr-defined]
+            .order_by(Outbox.id)
+            .limit(limit)
+        )
+        return list(rows.scalars())
+
+    async def claim(self, row_id: int, owner: str, now: datetime, stale_before: datetime) -> bool:
+        result = await self._s.execute(
+            update(Outbox)
+            .where(
+                Outbox.id == row_id,
+                or_(
+                    Outbox.state == OutboxState.PENDING,
+                    and_(Outbox.state == OutboxState.SENDING, Outbox.claimed_at < stale_before),  # type: ignore[operator]
+                ),
+            )
+            .values(state=OutboxState.SENDING, claimed_by=owner, claimed_at=now, attempts=Outbox.attempts + 1)
+        )
+        return result.rowcount == 1
+
+    async def finish(self, row_id: int, owner: str, **values: Any) -> bool:
+        result = await self._s.execute(
+            update(Outbox).where(Outbox.id == row_id, Outbox.claimed_by == owner, Outbox.state == OutboxState.SENDING).values(**values)
+        )
+        return result.rowcount == 1
+
+    async def expedite_cards(self, incident_id: int, now: datetime) -> None:
+        """Make the incident's waiting card rows due now."""
+        await self._s.execute(
+            update(Outbox)
+            .where(
+                Outbox.incident_id == incident_id,
+                Outbox.kind == OutboxKind.CARD,
+                Outbox.state == OutboxState.PENDING,
+                Outbox.not_before > now,  # type: ignore[operator]
+            )
+            .values(not_before=now)
+        )
+
+    async def release_claims(self, channel: str) -> int:
+        """Put rows left 'sending' by a process that died back to pending (single-process start-up)."""
+        result = await self._s.execute(
+            update(Outbox)
+            .where(Outbox.channel == channel, Outbox.state == OutboxState.SENDING)
+            .values(state=OutboxState.PENDING, claimed_by=None, claimed_at=None)
+        )
+        return int(result.rowcount)
+
+    async def coalesce(self, row_ids: Sequence[int]) -> None:
+        if row_ids:
+            await self._s.execute(
+                update(Outbox)
+                .where(Outbox.id.in_(list(row_ids)), Outbox.state == OutboxState.PENDING)  # type: ignore[union-attr]
+                .values(state=OutboxState.COALESCED)
+            )
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self._s.execute(select(Outbox.state, func.count()).group_by(Outbox.state))
+        return {state: int(n) for state, n in rows.all()}
+
+    async def of_incident(self, incident_id: int) -> list[Outbox]:
+        rows = await self._s.execute(select(Outbox).where(Outbox.incident_id == incident_id).order_by(Outbox.id))
+        return list(rows.scalars())
+
+
+class KeyValueRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def get(self, key: str) -> str | None:
+        row = await self._s.get(KeyValue, key)
+        return None if row is None else row.value
+
+    async def put_if_absent(self, key: str, value: str) -> str:
+        """Store value unless the key exists; return what is stored (the first writer wins)."""
+        existing = await self.get(key)
+        if existing is not None:
+            return existing
+        try:
+            async with self._s.begin_nested():
+                self._s.add(KeyValue(key=key, value=value))
+        except IntegrityError:
+            stored = await self.get(key)
+            assert stored is not None
+            return stored
+        return value
+
+
+class Tx:
+    """One session (one transaction when opened by ``Database.write``) and the repositories on it."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.incidents = IncidentRepo(session)
+        self.alerts = AlertRepo(session)
+        self.proposals = ProposalRepo(session)
+        self.timeline = TimelineRepo(session)
+        self.refs = MessageRefRepo(session)
+        self.outbox = OutboxRepo(session)
+        self.kv = KeyValueRepo(session)
+
+
+__all__ = ["Tx", "OutboxKind"]

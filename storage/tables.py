@@ -1,0 +1,201 @@
+"""SQLModel tables. Status values are stored as the enum's string value and compared the same way.
+
+Uniqueness that protects against races (several requests, several replicas) lives in the schema:
+- ``incident.open_key`` is ``receiver|groupKey`` while the incident is open and NULL after: one open
+  incident per Alertmanager group;
+- ``alert.active_key`` is ``receiver|fingerprint`` while the alert belongs to an open incident: one live
+  row per alert;
+- ``outbox.dedup_key`` and ``message_ref (channel, chat_id, incident_id, kind)``: one card per chat.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy.types import DateTime, TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from storage.clock import UTC
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python, naive UTC in the database (SQLite keeps no zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def ts(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def json_col() -> Any:
+    return Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class IncidentStatus(StrEnum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class AlertStatus(StrEnum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class ProposalState(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    BLOCKED = "blocked"
+    SUPERSEDED = "superseded"
+    EXECUTING = "executing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    INTERRUPTED = "interrupted"
+
+
+class OutboxState(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    COALESCED = "coalesced"
+
+
+class OutboxKind(StrEnum):
+    CARD = "card"  # make the incident's card in this chat show current state (send or edit)
+    MESSAGE = "message"  # a rendered template, optionally threaded under the card
+
+
+class Incident(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    status: str = Field(default=IncidentStatus.FIRING, index=True)
+    source: str = "alertmanager"
+    receiver: str = ""
+    group_key: str = Field(default="", sa_column=Column(Text, nullable=False))
+    open_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True, unique=True))
+    alertname: str = Field(default="", index=True)
+    title: str = ""
+    severity: str = ""
+    service: str = Field(default="", index=True)
+    namespace: str = ""
+    common_labels: dict[str, str] = json_col()
+    created_at: datetime = ts(index=True)
+    updated_at: datetime = ts()
+    acknowledged_at: datetime | None = ts(nullable=True)
+    resolved_at: datetime | None = ts(nullable=True)
+    # Analysis is a durable to-do: set at creation and on re-analyse, cleared with the proposal's insert.
+    needs_analysis: bool = Field(default=True, index=True)
+    analysis_claimed_by: str | None = None
+    analysis_claimed_at: datetime | None = ts(nullable=True)
+    analysis_requested_by: str | None = None
+
+
+class Alert(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int | None = Field(default=None, foreign_key="incident.id", index=True)
+    receiver: str = ""
+    fingerprint: str = Field(index=True)
+    active_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True, unique=True))
+    status: str = Field(default=AlertStatus.FIRING, index=True)
+    alertname: str = ""
+    severity: str = ""
+    labels: dict[str, str] = json_col()
+    annotations: dict[str, str] = json_col()
+    starts_at: datetime | None = ts(nullable=True)
+    ends_at: datetime | None = ts(nullable=True)
+    generator_url: str = ""
+    first_seen: datetime = ts()
+    last_seen: datetime = ts()
+    repeat_count: int = 0  # re-notifications of this alert after the first
+
+
+class Proposal(SQLModel, table=True):
+    """A decision's result (the 'decision row'): what to do, who said so, and where it stands."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int = Field(foreign_key="incident.id", index=True)
+    state: str = Field(default=ProposalState.PENDING, index=True)
+    is_current: bool = True
+    source: str = "rules"  # rules | ai | playbook | human
+    model: str | None = None
+    category: str = ""
+    root_cause: str = Field(default="", sa_column=Column(Text, nullable=False))
+    command: str = Field(default="", sa_column=Column(Text, nullable=False))
+    risk: str = ""
+    reasoning: str = Field(default="", sa_column=Column(Text, nullable=False))
+    confidence: float | None = None
+    latency_ms: int = 0
+    requested_by: str | None = None
+    decided_by: str | None = None
+    decided_by_name: str | None = None
+    decided_at: datetime | None = ts(nullable=True)
+    decision_reason: str | None = None
+    created_at: datetime = ts()
+
+
+class TimelineEvent(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int | None = Field(default=None, foreign_key="incident.id", index=True)
+    at: datetime = ts()
+    kind: str
+    actor: str | None = None
+    detail: dict[str, Any] = json_col()
+
+
+class MessageRef(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("channel", "chat_id", "incident_id", "kind", name="uq_message_ref"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str
+    chat_id: str
+    message_id: str
+    thread_id: str | None = None
+    kind: str = "card"
+    incident_id: int = Field(foreign_key="incident.id", index=True)
+    created_at: datetime = ts()
+
+
+class Outbox(SQLModel, table=True):
+    __table_args__ = (Index("ix_outbox_due", "channel", "state", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str
+    chat_id: str
+    incident_id: int | None = Field(default=None, index=True)
+    kind: str = OutboxKind.MESSAGE
+    template: str = ""
+    context: dict[str, Any] = json_col()
+    reply_to_card: bool = False
+    reply_to_message_id: str | None = None
+    dedup_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True, unique=True))
+    state: str = Field(default=OutboxState.PENDING)
+    attempts: int = 0
+    not_before: datetime = ts()
+    claimed_by: str | None = None
+    claimed_at: datetime | None = ts(nullable=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    message_id: str | None = None
+    created_at: datetime = ts()
+    sent_at: datetime | None = ts(nullable=True)
+
+
+class KeyValue(SQLModel, table=True):
+    key: str = Field(primary_key=True)
+    value: str = Field(sa_column=Column(Text, nullable=False))

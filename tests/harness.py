@@ -1,0 +1,153 @@
+"""Start the real alertpilot against fake peers over loopback: in-process (fast, inspectable) or as a
+separate process (for kill -9 and restart tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from bot.app import FULL_DEPS, build_app
+from bot.deps import Deps
+from bot.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+TOKEN = "test-ingest-token"
+BOT_TOKEN = "123456:TEST-token"
+CHAT_ID = -1001234567890
+APPROVER, OPERATOR, VIEWER, STRANGER, APPROVER2 = 111, 222, 333, 999, 444
+ROLES = f"tg:{APPROVER}=approver,tg:{OPERATOR}=operator,tg:{VIEWER}=viewer,tg:{APPROVER2}=approver"
+
+
+def fixture(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / "alertmanager" / name).read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_settings(tmp_path: Path, *, bot_api: str | None = None, chat: bool = True, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": f"sqlite+aiosqlite:///{tmp_path}/alertpilot.db",
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+        "ingest_token": TOKEN,
+        "roles": ROLES,
+        "timezone": "Asia/Taipei",
+        "telegram_polling_timeout": 1,
+        # tests do not wait out Telegram's real pacing; the pacing itself has its own tests
+        "chat_rate_per_second": 200.0,
+        "group_rate_per_minute": 100000.0,
+        "bot_rate_per_second": 1000.0,
+        "outbox_max_backoff_seconds": 2.0,
+    }
+    if bot_api is not None:
+        values.update(telegram_token=BOT_TOKEN, telegram_api_base=bot_api, telegram_chat_id=CHAT_ID if chat else None)
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class AppUnderTest:
+    runner: web.AppRunner
+    base_url: str
+    deps: Deps
+    http: httpx.AsyncClient
+
+    async def post_alerts(self, payload: Any, *, token: str = TOKEN) -> httpx.Response:
+        return await self.http.post(
+            "/webhooks/alertmanager", json=payload, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    async def get(self, path: str, **params: Any) -> httpx.Response:
+        return await self.http.get(path, params=params, headers={"Authorization": f"Bearer {TOKEN}"})
+
+    async def stop(self) -> None:
+        await self.http.aclose()
+        await self.runner.cleanup()
+
+
+async def start_app(settings: Settings, **build_kwargs: Any) -> AppUnderTest:
+    app = build_app(settings, **build_kwargs)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    base = f"http://127.0.0.1:{port}"
+    return AppUnderTest(runner, base, app[FULL_DEPS], httpx.AsyncClient(base_url=base, timeout=10))
+
+
+async def eventually(check: Any, *, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll ``check()`` (sync or async) until it returns a truthy value; fail with its last value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while True:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+        await asyncio.sleep(interval)
+
+
+class AppProcess:
+    """alertpilot as its own OS process (the console script), for kill -9 and restart tests."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.env, self.cwd = env, cwd
+        self.port = int(env["ALERTPILOT_HTTP_PORT"])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = cwd / "app.log"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, timeout: float = 20.0) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTPILOT_")}
+        env.update(self.env)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen([sys.executable, str(ROOT / "bot.py")], cwd=self.cwd, env=env, stdout=out, stderr=out)
+
+        async def healthy() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"alertpilot exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                async with httpx.AsyncClient(timeout=1) as client:
+                    return (await client.get(f"{self.base_url}/healthz")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await eventually(healthy, timeout=timeout, interval=0.1)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
