@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.botapi import FakeBotAPI
-from tests.harness import BOT_TOKEN, AppUnderTest, start_app, test_settings
+from tests.harness import BOT_TOKEN, AppUnderTest, start_app, app_settings
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +27,7 @@ async def bot_api() -> AsyncIterator[FakeBotAPI]:
 
 @pytest.fixture
 async def app(tmp_path: Path, bot_api: FakeBotAPI) -> AsyncIterator[AppUnderTest]:
-    running = await start_app(test_settings(tmp_path, bot_api=bot_api.base_url))
+    running = await start_app(app_settings(tmp_path, bot_api=bot_api.base_url))
     await bot_api.wait_for("getUpdates")
     try:
         yield running

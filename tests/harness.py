@@ -40,7 +40,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_settings(tmp_path: Path, *, bot_api: str | None = None, chat: bool = True, **overrides: Any) -> Settings:
+def app_settings(tmp_path: Path, *, bot_api: str | None = None, chat: bool = True, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": f"sqlite+aiosqlite:///{tmp_path}/alertpilot.db",
         "http_host": "127.0.0.1",
