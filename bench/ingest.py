@@ -176,7 +176,7 @@ class AppProcess:
 async def run_scenario(sc: Scenario, quick: bool, keep: bool) -> dict[str, Any]:
     app = AppProcess(sc.name)
     result: dict[str, Any] = {"scenario": asdict(sc), "ok": False}
-    verify_wait = 30 if quick else 60
+    verify_wait = 10 if quick else 20  # the app stores before it acks: no lag to wait out
     max_seconds = 300 if quick else 600
     try:
         await app.start()
@@ -363,6 +363,8 @@ def table(results: list[dict[str, Any]], latency: dict[str, Any] | None) -> str:
         else:
             parts = [f"{k}={v[k]}" for k in ("missing_identities", "extra_identities", "split_identities",
                                               "repeat_mismatches", "state_mismatches") if v.get(k)]
+            deltas = v.get("repeat_mismatch_deltas") or {}
+            parts += [f"repeat {k}: {n}" for k, n in deltas.items()]
             verdict = "FAIL " + (" ".join(parts) or str(v.get("error", ""))[:60])
         rows.append((
             sc["name"], str(rec["alerts_sent"]), str(sc["identities"]), str(rec["requests"]), str(rec["errors"]),

@@ -215,6 +215,11 @@ async def verify(ctx: dict[str, Any]) -> dict[str, Any]:
         "split_identities": len(split),
         "unacked_but_stored": len(unacked_stored),
         "repeat_mismatches": len(repeat_mismatch),
+        # how far off the mismatches are, split by whether the identity was resolved: tells a systematic
+        # rule difference (e.g. always -1 on resolved identities) from lost or double-counted instances
+        "repeat_mismatch_deltas": dict(Counter(
+            f"{m['stored_repeat_count'] - m['expected_repeat_count']:+d} ({'resolved' if m['acked_resolved'] else 'firing'})"
+            for m in repeat_mismatch)),
         "state_mismatches": len(state_mismatch),
         "samples": {
             "missing": missing[:SAMPLES],

@@ -82,11 +82,13 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
     outbox_wakeup, analysis_wakeup = Wakeup(), Wakeup()
 
     bot: Bot | None = None
+    telegram: TelegramGateway | None = None
     gateways: list[ChatGateway] = []
     if settings.telegram_token is not None:
         session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base), timeout=30)
         bot = Bot(settings.telegram_token.get_secret_value(), session=session)
-        gateways.append(TelegramGateway(bot, renderer))
+        telegram = TelegramGateway(bot, renderer)
+        gateways.append(telegram)
     if bot is not None and settings.telegram_chat_id is not None:
         card_targets = [ChatTarget("telegram", str(settings.telegram_chat_id))]
     else:
@@ -139,6 +141,8 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         )
         polling.add_done_callback(_polling_ended)
         tasks.append(polling)
+    if telegram is not None:
+        tasks.append(asyncio.create_task(telegram.register_commands(), name="telegram-commands"))
     _print_banner(settings, token, generated, card_targets)
     try:
         yield

@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import aiohttp
+import structlog
 from aiogram import Bot
 from aiogram.enums import ParseMode
 from aiogram.exceptions import (
@@ -16,13 +17,14 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.types import LinkPreviewOptions, Message, ReplyParameters
+from aiogram.types import BotCommand, LinkPreviewOptions, Message, ReplyParameters
 
 from bot.keyboards import card_keyboard
 from bot.render import TELEGRAM_TEXT_LIMIT, Renderer, telegram_visible_length
-from services.errors import MessageGone, PermanentDeliveryError, RateLimited, TransientDeliveryError
+from services.errors import DeliveryError, MessageGone, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from services.ports import IncidentCard
 
+log = structlog.get_logger(__name__)
 T = TypeVar("T")
 GONE_MARKERS = ("message to edit not found", "message_id_invalid", "message can't be edited")
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
@@ -37,6 +39,14 @@ class TelegramGateway:
 
     def is_group(self, chat_id: str) -> bool:
         return chat_id.startswith("-")
+
+    async def register_commands(self) -> None:
+        """Publish the command menu; a failure (Telegram down, bad token) is logged, never fatal."""
+        commands = [BotCommand(command=c, description=d) for c, d in self._render.strings("telegram").commands.items()]
+        try:
+            await self._call(self._bot.set_my_commands(commands))
+        except DeliveryError as exc:
+            log.warning("telegram_set_commands_failed", error=str(exc))
 
     async def send_card(self, chat_id: str, card: IncidentCard, *, edit_message_id: str | None) -> str:
         text = self._checked(self._render.render("telegram/card.html.j2", card=card))

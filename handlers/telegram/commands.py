@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import Message
 
@@ -59,8 +59,11 @@ async def on_incident_command(
         await chat.say(target, "error", {"code": "not_found", "ref": exc.ref}, reply_to=reply_to)
 
 
-async def on_unknown_command(message: Message, chat: ChatService) -> None:
+async def on_unknown_command(message: Message, chat: ChatService, bot: Bot) -> None:
     command = (message.text or "").split()[0][:64]
+    _, _, addressee = command.partition("@")
+    if addressee and addressee.lower() != ((await bot.me()).username or "").lower():
+        return  # a command for another bot in the same group
     await chat.say(target_of(message.chat), "error", {"code": "unknown_command", "command": command}, reply_to=_reply_to(message))
 
 

@@ -25,6 +25,15 @@ async def test_alert_becomes_one_card_with_proposal_and_buttons(app: AppUnderTes
     assert "kubectl" in text and "rules" in text
     buttons = [b["text"] for row in sends[0].params["reply_markup"]["inline_keyboard"] for b in row]
     assert buttons == ["✅ Approve", "❌ Reject", "🔍 Details", "🔄 Re-analyse", "📜 History"]
+    [menu] = await bot_api.wait_for("setMyCommands")
+    assert [c["command"] for c in menu.params["commands"]] == ["incidents", "status", "approve", "reject", "start", "help"]
+
+
+async def test_command_for_another_bot_is_ignored(app: AppUnderTest, bot_api: FakeBotAPI) -> None:
+    bot_api.inject_message(CHAT_ID, VIEWER, "/deploy@some_other_bot now")
+    bot_api.inject_message(CHAT_ID, VIEWER, "/nonsense@alertpilot_bot")
+    await bot_api.wait_for("sendMessage", predicate=lambda r: "nonsense" in r.params["text"])
+    assert not any("deploy" in r.params.get("text", "") for r in bot_api.calls("sendMessage"))
 
 
 async def test_approve_button_edits_card_and_threads_reply(app: AppUnderTest, bot_api: FakeBotAPI) -> None:
