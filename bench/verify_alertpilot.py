@@ -17,8 +17,9 @@ else the environment variable ALERTPILOT_INGEST_TOKEN). Two ways to find the run
 alertpilot's semantics, per identity (one alert row per receiver|fingerprint while its incident is open):
 
 * every acknowledged identity is stored, exactly once (one row);
-* ``repeat_count`` counts every re-notification after the first one, firing repeats and repeated resolves
-  alike, so for --order phased it is ``acked_firing + acked_resolved - 1``;
+* ``repeat_count`` counts re-notifications: every firing notification after the first, and every resolved
+  notification after the first resolve (the first resolve is a state change, not a repeat), so for
+  --order phased it is ``acked_firing - 1 + max(acked_resolved - 1, 0)``;
 * the final ``status`` is ``resolved`` when a resolved instance was acknowledged, else ``firing``.
 
 With --order random only presence is checked strictly (the final state then depends on arrival order).
@@ -171,7 +172,7 @@ async def verify(ctx: dict[str, Any]) -> dict[str, Any]:
                           "repeat_counts": [a["repeat_count"] for a in group][:5]})
         stored_instances = sum(1 + int(a["repeat_count"]) for a in group)
         stored_repeat = stored_instances - 1
-        want_repeat = acked - 1
+        want_repeat = expected_repeats(e)
         if stored_repeat != want_repeat:
             repeat_mismatch.append({"fingerprint": fp, "instance": instance, "stored_repeat_count": stored_repeat,
                                     "expected_repeat_count": want_repeat, "acked_firing": e["acked_firing"],
@@ -190,7 +191,7 @@ async def verify(ctx: dict[str, Any]) -> dict[str, Any]:
     all_rows = [a for group in rows.values() for a in group]
     observed_repeat = sum(int(a["repeat_count"]) for a in all_rows)
     acked_ids = [e for e in identities if e["acked_any"]]
-    expected_repeat = sum(e["acked_firing"] + e["acked_resolved"] - 1 for e in acked_ids)
+    expected_repeat = sum(expected_repeats(e) for e in acked_ids)
     t = exp["totals"]
     ok = not missing and not extra and len(rows) - len(unacked_stored) == t["expected_identities_acked"]
     if strict:
@@ -230,3 +231,11 @@ async def verify(ctx: dict[str, Any]) -> dict[str, Any]:
         },
         "strict": strict,
     }
+
+
+def expected_repeats(e: dict) -> int:
+    """alertpilot's repeat count for an identity: repeats of firing, plus repeats of the resolve."""
+    firing, resolved = e["acked_firing"], e["acked_resolved"]
+    if not firing:  # only resolves arrived: the first is the alert's first sighting
+        return max(resolved - 1, 0)
+    return firing - 1 + max(resolved - 1, 0)

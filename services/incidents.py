@@ -22,6 +22,7 @@ log = structlog.get_logger(__name__)
 SERVICE_LABELS = ("service", "deployment", "statefulset", "daemonset", "app", "job")
 SEVERITY_ORDER = ("critical", "page", "error", "high", "major", "warning", "medium", "info", "low", "none")
 WRITE_ATTEMPTS = 4
+MAX_AGE = timedelta(days=30)  # a startsAt older than this is treated as a clock problem, not history
 # A new incident's card waits this long for its proposal, so a fast engine gives one message, not a
 # card and an edit; the analysis makes the card due as soon as the proposal is stored.
 FIRST_CARD_GRACE = timedelta(seconds=5)
@@ -126,6 +127,8 @@ class IncidentService:
             changes.touched.add(active.incident_id or 0)
             return
         incident = await self._open_incident(tx, batch, alert, now, changes)
+        if alert.starts_at and incident.started_at and now - MAX_AGE <= alert.starts_at < incident.started_at:
+            incident.started_at = alert.starts_at
         await tx.alerts.add(self._new_alert(batch, alert, incident.id, now, active=True))
         changes.new_alerts += 1
         changes.touched.add(incident.id or 0)
@@ -186,6 +189,7 @@ class IncidentService:
                 namespace=labels.get("namespace") or alert.labels.get("namespace", ""),
                 common_labels=dict(labels),
                 created_at=now,
+                started_at=_clamp(min((a.starts_at for a in batch.alerts if a.starts_at), default=now), now - MAX_AGE, now),
                 updated_at=now,
                 needs_analysis=True,
             )
@@ -195,13 +199,17 @@ class IncidentService:
         return incident
 
     async def _resolve(self, tx: Tx, incident_id: int, now: datetime) -> bool:
-        if not await tx.incidents.resolve(incident_id, now):
+        incident = await tx.incidents.get(incident_id)
+        assert incident is not None
+        started = incident.started_at or incident.created_at
+        # Alertmanager's endsAt says when it ended; our receipt time bounds it (clock skew, late delivery).
+        ends = [a.ends_at for a in await tx.alerts.of_incident(incident_id) if a.ends_at is not None]
+        resolved_at = _clamp(max(ends, default=now), started, now)
+        if not await tx.incidents.resolve(incident_id, resolved_at):
             return False
         await tx.alerts.deactivate(incident_id)
         expired = await tx.proposals.expire_pending(incident_id)
-        incident = await tx.incidents.get(incident_id)
-        assert incident is not None
-        minutes = max(0, round((now - incident.created_at).total_seconds() / 60))
+        minutes = max(0, round((resolved_at - started).total_seconds() / 60))
         await tx.timeline.add(incident_id=incident_id, at=now, kind="resolved", minutes=minutes, proposal_expired=expired)
         await self._notify.thread(
             tx,
@@ -236,3 +244,7 @@ class IncidentService:
             first_seen=now,
             last_seen=now,
         )
+
+
+def _clamp(value: datetime, low: datetime, high: datetime) -> datetime:
+    return max(low, min(value, high))

@@ -8,7 +8,7 @@ from typing import Any
 from services.errors import IncidentNotFound, InvalidIncidentRef
 from services.incidents import incident_ref
 from services.ports import IncidentCard
-from services.views import build_card, clip, detail_pages, priority_of, to_context
+from services.views import build_card, clip, detail_pages, priority_of, started_of, to_context
 from storage.db import Database
 from storage.repos import Tx
 from storage.tables import Alert, Incident, Proposal, TimelineEvent
@@ -115,6 +115,7 @@ def _history_item(incident: Incident, proposal: Proposal | None) -> dict[str, An
         "priority": priority_of(incident.severity),
         "status": incident.status,
         "created_at": incident.created_at.isoformat(),
+        "started_at": started_of(incident).isoformat(),
         "resolved_at": incident.resolved_at.isoformat() if incident.resolved_at else None,
         "proposal_state": proposal.state if proposal else None,
         "command": clip(proposal.command, 120) if proposal else "",
@@ -135,6 +136,7 @@ def _incident_json(incident: Incident, proposal: Proposal | None) -> dict[str, A
         "service": incident.service,
         "namespace": incident.namespace,
         "created_at": incident.created_at.isoformat(),
+        "started_at": started_of(incident).isoformat(),
         "acknowledged_at": incident.acknowledged_at.isoformat() if incident.acknowledged_at else None,
         "resolved_at": incident.resolved_at.isoformat() if incident.resolved_at else None,
         "analysing": incident.needs_analysis,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -14,6 +15,8 @@ class Role(IntEnum):
     ADMIN = 4
 
 
+_SEPARATORS = re.compile(r"[,;\s]+")
+_AROUND_EQUALS = re.compile(r"\s*=\s*")
 ROLE_NAMES = {r.name.lower(): r for r in Role if r is not Role.NONE}
 KNOWN_PLATFORMS = ("tg", "wecom")
 
@@ -34,12 +37,13 @@ class RoleMap:
 def parse_roles(text: str) -> RoleMap:
     """Parse ``tg:111=approver,tg:222=operator`` (commas, semicolons or whitespace between entries)."""
     roles: dict[str, Role] = {}
-    for raw in text.replace(";", ",").replace("\n", ",").split(","):
+    for raw in _SEPARATORS.split(_AROUND_EQUALS.sub("=", text)):
         entry = raw.strip()
         if not entry:
             continue
         actor, sep, name = entry.partition("=")
-        actor, name = actor.strip(), name.strip().lower()
+        platform_part, colon_part, ident_part = actor.strip().partition(":")
+        actor, name = f"{platform_part.lower()}{colon_part}{ident_part}", name.strip().lower()
         if not sep or not actor or not name:
             raise ValueError(f"entry {entry!r} is not of the form platform:id=role")
         platform, colon, ident = actor.partition(":")

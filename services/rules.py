@@ -71,6 +71,7 @@ _WORKLOAD_LABELS = (
     ("job_name", "job"),
 )
 _SAFE_NAME = re.compile(r"[^a-z0-9.-]+")
+_SAFE_LABEL = re.compile(r"[^a-z0-9-]+")
 
 
 def match_rule(facts: IncidentFacts) -> Rule:
@@ -96,15 +97,17 @@ def workload_of(labels: dict[str, str]) -> tuple[str, str] | None:
     return None
 
 
-def k8s_name(value: str) -> str:
-    """A label value made safe as a Kubernetes object name (so it never smuggles shell syntax)."""
-    cleaned = _SAFE_NAME.sub("-", value.lower()).strip("-.")
-    return cleaned[:63] or "unknown"
+def k8s_name(value: str, *, dots: bool = True) -> str:
+    """A label value made safe as a Kubernetes name (RFC 1123; never any shell syntax). Namespaces are
+    DNS labels: no dots."""
+    pattern = _SAFE_NAME if dots else _SAFE_LABEL
+    cleaned = pattern.sub("-", value.lower()).strip("-.")[:63].strip("-.")
+    return cleaned or "unknown"
 
 
 def propose(facts: IncidentFacts) -> ProposalDraft:
     rule = match_rule(facts)
-    namespace = k8s_name(facts.namespace or facts.labels.get("namespace", "") or "default")
+    namespace = k8s_name(facts.namespace or facts.labels.get("namespace", "") or "default", dots=False)
     workload = workload_of(facts.labels)
     pod = facts.labels.get("pod")
     if workload is None and pod:

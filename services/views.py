@@ -27,10 +27,12 @@ CARD_LIMITS = {
     "decision_reason": 300,
     "model": 60,
 }
-DETAIL_LABEL_VALUE = 200
-DETAIL_ANNOTATION_VALUE = 600
 DETAIL_MAX_LABELS = 25
-DETAIL_PAGE_BUDGET = 3000  # characters of field text per Details message
+DETAIL_MAX_ANNOTATIONS = 6
+# (label value, annotation value) limits, tried in order until one alert fits a page on its own
+DETAIL_VALUE_LIMITS = ((200, 600), (120, 300), (60, 150), (30, 60), (16, 24))
+DETAIL_PAGE_BUDGET = 3400  # visible characters of alerts per Details message (frame adds < 200)
+DETAIL_ALERT_FRAME = 260  # header, status and times lines of one alert, at their longest
 DETAIL_MAX_PAGES = 5
 PRIORITIES = {
     "critical": "P1",
@@ -43,6 +45,10 @@ PRIORITIES = {
     "info": "P4",
     "low": "P4",
 }
+
+
+def started_of(incident: Incident) -> datetime:
+    return incident.started_at or incident.created_at
 
 
 def clip(text: str | None, limit: int) -> str:
@@ -75,7 +81,7 @@ def build_card(incident: Incident, alerts: list[Alert], proposal: Proposal | Non
         summary = alerts[0].annotations.get("summary") or alerts[0].annotations.get("description", "")
     duration = None
     if incident.resolved_at is not None:
-        duration = max(0, round((incident.resolved_at - incident.created_at).total_seconds() / 60))
+        duration = max(0, round((incident.resolved_at - started_of(incident)).total_seconds() / 60))
     return IncidentCard(
         incident_id=incident.id,
         ref=incident_ref(incident.id),
@@ -89,7 +95,7 @@ def build_card(incident: Incident, alerts: list[Alert], proposal: Proposal | Non
         alert_count=len(alerts),
         firing_count=firing,
         repeat_count=sum(a.repeat_count for a in alerts),
-        since=incident.created_at,
+        since=started_of(incident),
         resolved_at=incident.resolved_at,
         duration_minutes=duration,
         analysing=incident.needs_analysis and incident.status == IncidentStatus.FIRING,
@@ -116,24 +122,30 @@ def proposal_view(p: Proposal) -> ProposalView:
 
 
 def alert_view(alert: Alert) -> dict[str, Any]:
+    """One alert for the Details message, its values shortened until it fits a page on its own."""
     labels = sorted(alert.labels.items())
-    shown = [(clip(k, 60), clip(v, DETAIL_LABEL_VALUE)) for k, v in labels[:DETAIL_MAX_LABELS]]
-    return {
-        "fingerprint": alert.fingerprint,
-        "alertname": clip(alert.alertname, 120),
-        "status": alert.status,
-        "labels": shown,
-        "hidden_labels": max(0, len(labels) - DETAIL_MAX_LABELS),
-        "annotations": [(clip(k, 60), clip(v, DETAIL_ANNOTATION_VALUE)) for k, v in sorted(alert.annotations.items())[:6]],
-        "starts_at": alert.starts_at.isoformat() if alert.starts_at else None,
-        "ends_at": alert.ends_at.isoformat() if alert.ends_at else None,
-        "repeat_count": alert.repeat_count,
-    }
+    annotations = sorted(alert.annotations.items())[:DETAIL_MAX_ANNOTATIONS]
+    for label_limit, annotation_limit in DETAIL_VALUE_LIMITS:
+        view = {
+            "fingerprint": alert.fingerprint,
+            "alertname": clip(alert.alertname, 120),
+            "status": alert.status,
+            "labels": [(clip(k, 40), clip(v, label_limit)) for k, v in labels[:DETAIL_MAX_LABELS]],
+            "hidden_labels": max(0, len(labels) - DETAIL_MAX_LABELS),
+            "annotations": [(clip(k, 40), clip(v, annotation_limit)) for k, v in annotations],
+            "starts_at": alert.starts_at.isoformat() if alert.starts_at else None,
+            "ends_at": alert.ends_at.isoformat() if alert.ends_at else None,
+            "repeat_count": alert.repeat_count,
+        }
+        if _weight(view) <= DETAIL_PAGE_BUDGET:
+            break
+    return view
 
 
 def _weight(view: dict[str, Any]) -> int:
+    """Visible characters the alert takes when rendered (each pair is one line: key, separator, value)."""
     pairs = view["labels"] + view["annotations"]
-    return 120 + sum(len(k) + len(v) + 8 for k, v in pairs)
+    return DETAIL_ALERT_FRAME + sum(len(k) + len(v) + 4 for k, v in pairs)
 
 
 def detail_pages(alerts: list[Alert]) -> tuple[list[list[dict[str, Any]]], int]:

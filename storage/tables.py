@@ -96,7 +96,8 @@ class Incident(SQLModel, table=True):
     service: str = Field(default="", index=True)
     namespace: str = ""
     common_labels: dict[str, str] = json_col()
-    created_at: datetime = ts(index=True)
+    created_at: datetime = ts(index=True)  # when alertpilot opened it
+    started_at: datetime | None = ts(nullable=True)  # earliest startsAt of its alerts (never after created_at)
     updated_at: datetime = ts()
     acknowledged_at: datetime | None = ts(nullable=True)
     resolved_at: datetime | None = ts(nullable=True)

@@ -1,0 +1,185 @@
+"""services/roles.py parse_roles / RoleMap and bot/settings.py load_settings (environment → Settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot.settings import OFFICIAL_TELEGRAM_API, SettingsError, load_settings
+from services.roles import Role, RoleMap, parse_roles
+
+# --- parse_roles ----------------------------------------------------------------------------------
+
+
+def test_roles_parse_commas_and_semicolons() -> None:
+    roles = parse_roles("tg:111=approver, tg:222=operator;wecom:alice=admin")
+    assert roles.roles == {"tg:111": Role.APPROVER, "tg:222": Role.OPERATOR, "wecom:alice": Role.ADMIN}
+
+
+def test_roles_parse_tolerates_whitespace_and_case() -> None:
+    roles = parse_roles("  tg:111 = Approver ,\n tg:222=OPERATOR ;; , wecom:bob= viewer ,")
+    assert roles.roles == {"tg:111": Role.APPROVER, "tg:222": Role.OPERATOR, "wecom:bob": Role.VIEWER}
+
+
+@pytest.mark.parametrize("text", ["", "   ", ",;,", "\n"])
+def test_roles_parse_empty_is_no_roles(text: str) -> None:
+    assert parse_roles(text) == RoleMap()
+
+
+def test_roles_parse_negative_telegram_id_and_last_entry_wins() -> None:
+    roles = parse_roles("tg:-100=viewer,tg:5=viewer,tg:5=admin")
+    assert roles.role_of("tg:-100") is Role.VIEWER
+    assert roles.role_of("tg:5") is Role.ADMIN
+
+
+@pytest.mark.parametrize(
+    ("text", "culprit"),
+    [
+        ("tg:abc=approver", "tg:abc=approver"),
+        ("tg:1=boss", "tg:1=boss"),
+        ("111=approver", "111=approver"),
+        ("tg:1", "tg:1"),
+        ("tg:=approver", "tg:=approver"),
+        ("slack:u1=admin", "slack:u1=admin"),
+        ("tg:1=", "tg:1="),
+        ("tg:1=none", "tg:1=none"),
+        ("tg:111=approver,tg:2=boss", "tg:2=boss"),
+    ],
+)
+def test_roles_parse_errors_name_the_entry(text: str, culprit: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_roles(text)
+    assert repr(culprit) in str(caught.value)
+
+
+def test_roles_parse_space_separated_entries() -> None:
+    assert parse_roles("tg:1=viewer tg:2=admin").roles == {"tg:1": Role.VIEWER, "tg:2": Role.ADMIN}
+
+
+def test_roles_allows_ordering() -> None:
+    roles = parse_roles("tg:1=viewer,tg:2=operator,tg:3=approver,tg:4=admin")
+    order = [Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.ADMIN]
+    assert Role.VIEWER < Role.OPERATOR < Role.APPROVER < Role.ADMIN
+    for held, actor in zip(order, ["tg:1", "tg:2", "tg:3", "tg:4"], strict=True):
+        for needed in order:
+            assert roles.allows(actor, needed) is (held >= needed), (actor, needed)
+
+
+def test_roles_unknown_actor_has_no_role() -> None:
+    roles = parse_roles("tg:1=admin")
+    assert roles.role_of("tg:2") is Role.NONE
+    assert roles.role_of("wecom:1") is Role.NONE  # platforms do not share ids
+    assert not roles.allows("tg:2", Role.VIEWER)
+    assert roles.allows("tg:2", Role.NONE)
+
+
+# --- load_settings --------------------------------------------------------------------------------
+
+
+def test_settings_defaults(tmp_path: Path) -> None:
+    settings = load_settings()
+    assert settings.database_url == "sqlite+aiosqlite:///./data/alertpilot.db"
+    assert settings.http_port == 8080
+    assert settings.http_host == "127.0.0.1"
+    assert settings.timezone == "Asia/Taipei"
+    assert settings.tz == ZoneInfo("Asia/Taipei")
+    assert settings.telegram_token is None
+    assert settings.telegram_enabled is False
+    assert settings.telegram_api_base == OFFICIAL_TELEGRAM_API
+    assert settings.log_format == "console"
+    assert settings.role_map == RoleMap()
+    assert settings.chat_rate_per_second == 1.0
+    assert settings.group_rate_per_minute == 20.0
+    assert Path.cwd() == tmp_path  # conftest isolates us from a developer's .env
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ALERTPILOT_HTTP_PORT", "notaport"),
+        ("ALERTPILOT_HTTP_PORT", "70000"),
+        ("ALERTPILOT_TIMEZONE", "Mars/Base"),
+        ("ALERTPILOT_ROLES", "tg:1=boss"),
+        ("ALERTPILOT_ROLES", "tg:abc=approver"),
+        ("ALERTPILOT_DATABASE_URL", "mysql://x"),
+        ("ALERTPILOT_LOG_FORMAT", "xml"),
+        ("ALERTPILOT_LOG_LEVEL", "verbose"),
+        ("ALERTPILOT_TELEGRAM_API_BASE", "ftp://x"),
+        ("ALERTPILOT_CHAT_RATE_PER_SECOND", "0"),
+    ],
+)
+def test_settings_error_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert f"{variable}:" in str(caught.value)
+
+
+def test_settings_error_lists_every_bad_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALERTPILOT_HTTP_PORT", "notaport")
+    monkeypatch.setenv("ALERTPILOT_TIMEZONE", "Mars/Base")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "ALERTPILOT_HTTP_PORT" in message and "ALERTPILOT_TIMEZONE" in message
+    assert "Mars/Base" in message
+
+
+def test_settings_roles_message_names_the_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALERTPILOT_ROLES", "tg:111=approver,tg:2=boss")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "ALERTPILOT_ROLES" in str(caught.value)
+    assert "tg:2=boss" in str(caught.value)
+
+
+def test_settings_values_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALERTPILOT_HTTP_PORT", "9099")
+    monkeypatch.setenv("ALERTPILOT_TIMEZONE", "Europe/Berlin")
+    monkeypatch.setenv("ALERTPILOT_ROLES", "tg:111=approver")
+    monkeypatch.setenv("ALERTPILOT_DATABASE_URL", "postgresql+asyncpg://u:p@db/alertpilot")
+    monkeypatch.setenv("ALERTPILOT_TELEGRAM_TOKEN", "123:ABC")
+    monkeypatch.setenv("ALERTPILOT_TELEGRAM_API_BASE", "http://127.0.0.1:8081/")
+    monkeypatch.setenv("ALERTPILOT_LOG_FORMAT", "json")
+    settings = load_settings()
+    assert settings.http_port == 9099
+    assert settings.tz == ZoneInfo("Europe/Berlin")
+    assert settings.role_map.allows("tg:111", Role.APPROVER)
+    assert settings.database_url.startswith("postgresql+asyncpg://")
+    assert settings.telegram_token is not None and settings.telegram_token.get_secret_value() == "123:ABC"
+    assert settings.telegram_enabled
+    assert settings.telegram_api_base == "http://127.0.0.1:8081"
+    assert settings.log_format == "json"
+    assert "123:ABC" not in repr(settings)  # the token is a secret
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_settings_blank_telegram_token_means_unset(monkeypatch: pytest.MonkeyPatch, blank: str) -> None:
+    monkeypatch.setenv("ALERTPILOT_TELEGRAM_TOKEN", blank)
+    monkeypatch.setenv("ALERTPILOT_TELEGRAM_CHAT_ID", blank)
+    monkeypatch.setenv("ALERTPILOT_INGEST_TOKEN", blank)
+    settings = load_settings()
+    assert settings.telegram_token is None
+    assert settings.telegram_chat_id is None
+    assert settings.ingest_token is None
+    assert settings.telegram_enabled is False
+
+
+def test_settings_overrides_beat_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALERTPILOT_HTTP_PORT", "9099")
+    assert load_settings(http_port=0).http_port == 0
+
+
+def test_settings_read_dot_env_in_working_directory(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("ALERTPILOT_HTTP_PORT=7070\nALERTPILOT_TIMEZONE=UTC\n")
+    settings = load_settings()
+    assert settings.http_port == 7070
+    assert settings.timezone == "UTC"
+
+
+def test_settings_environment_beats_dot_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("ALERTPILOT_HTTP_PORT=7070\n")
+    monkeypatch.setenv("ALERTPILOT_HTTP_PORT", "6060")
+    assert load_settings().http_port == 6060
