@@ -1,4 +1,5 @@
 # The README's two commands: `make run` and `make test`. Everything they need is installed from here.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -29,8 +30,14 @@ alertmanager:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus-alertmanager >/dev/null; \
 	fi
 
+# The PostgreSQL variants of the service tests use ALERTPILOT_DATABASE_URL; when it is unset and a
+# PostgreSQL server answers on the standard local port (as on the project's machines), that one is used.
+PG_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
+
 test: $(VENV)/.installed-test alertmanager
-	$(PY) -m pytest -q
+	@if [ -z "$$ALERTPILOT_DATABASE_URL" ] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
+		export ALERTPILOT_DATABASE_URL='$(PG_TEST_URL)'; echo "PostgreSQL tests: $(PG_TEST_URL)"; \
+	fi; $(PY) -m pytest -q
 
 bench: $(VENV)/.installed-test
 	$(PY) bench/ingest.py

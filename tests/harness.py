@@ -10,24 +10,52 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import FULL_DEPS, build_app
 from bot.deps import Deps
 from bot.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+# PostgreSQL-backed tests run when ALERTPILOT_DATABASE_URL names a PostgreSQL server (captured here, before
+# the autouse fixture hides ALERTPILOT_* variables from the app under test); each test gets its own database.
+POSTGRES_URL = os.environ.get("ALERTPILOT_DATABASE_URL", "") if os.environ.get(
+    "ALERTPILOT_DATABASE_URL", ""
+).startswith("postgresql+asyncpg://") else ""
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 TOKEN = "test-ingest-token"
 BOT_TOKEN = "123456:TEST-token"
 CHAT_ID = -1001234567890
 APPROVER, OPERATOR, VIEWER, STRANGER, APPROVER2 = 111, 222, 333, 999, 444
 ROLES = f"tg:{APPROVER}=approver,tg:{OPERATOR}=operator,tg:{VIEWER}=viewer,tg:{APPROVER2}=approver"
+
+
+async def scratch_postgres_database() -> tuple[str, Any]:
+    """A fresh database on the server of ALERTPILOT_DATABASE_URL: (url, async drop function); skips without one."""
+    if not POSTGRES_URL:
+        pytest.skip("set ALERTPILOT_DATABASE_URL=postgresql+asyncpg://… to run the PostgreSQL variant")
+    base = make_url(POSTGRES_URL)
+    name = f"alertpilot_test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(base, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    async def drop() -> None:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+    return base.set(database=name).render_as_string(hide_password=False), drop
 
 
 def fixture(name: str) -> dict[str, Any]:

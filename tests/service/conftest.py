@@ -22,7 +22,7 @@ from services.roles import parse_roles
 from services.rules import RuleEngine
 from storage.db import Database
 from tests.fakes.chat import FakeClock, FakeGateway
-from tests.harness import ROLES
+from tests.harness import ROLES, scratch_postgres_database
 
 CARD_CHAT = ChatTarget("telegram", "-100")
 
@@ -56,9 +56,14 @@ class World:
             self.clock.advance(seconds=6)  # past the first-card grace and retry backoffs
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path}/svc.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/svc.db"
+        dropper = None
+    else:
+        url, dropper = await scratch_postgres_database()
+    db = Database(url)
     await db.create_schema()
     clock = FakeClock()
     gateway = FakeGateway()
@@ -84,3 +89,5 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         yield world
     finally:
         await db.dispose()
+        if dropper is not None:
+            await dropper()
