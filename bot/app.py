@@ -22,6 +22,7 @@ from bot.cli import INGEST_TOKEN_KEY, send_test_alert
 from bot.deps import Deps
 from bot.dispatcher import build_dispatcher
 from bot.logging import configure_logging
+from bot.polling import supervise_polling
 from bot.render import Renderer
 from bot.settings import Settings, SettingsError, load_settings
 from handlers.http import api, health, ingress
@@ -129,18 +130,11 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
     dp: Dispatcher | None = None
     if bot is not None:
         dp = build_dispatcher(deps)
-        polling = asyncio.create_task(
-            dp.start_polling(
-                bot,
-                handle_signals=False,
-                close_bot_session=False,
-                polling_timeout=settings.telegram_polling_timeout,
-                allowed_updates=dp.resolve_used_update_types(),
-            ),
-            name="telegram-polling",
+        tasks.append(
+            asyncio.create_task(
+                supervise_polling(dp, bot, polling_timeout=settings.telegram_polling_timeout), name="telegram-polling"
+            )
         )
-        polling.add_done_callback(_polling_ended)
-        tasks.append(polling)
     if telegram is not None:
         tasks.append(asyncio.create_task(telegram.register_commands(), name="telegram-commands"))
     _print_banner(settings, token, generated, card_targets)
@@ -157,15 +151,6 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
             await bot.session.close()
         await db.dispose()
         log.info("stopped")
-
-
-def _polling_ended(task: asyncio.Task[None]) -> None:
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        log.error("telegram_polling_failed", error=f"{type(exc).__name__}: {exc}",
-                  hint="check ALERTPILOT_TELEGRAM_TOKEN and ALERTPILOT_TELEGRAM_API_BASE")
 
 
 def _print_banner(settings: Settings, token: str, generated: bool, card_targets: list[ChatTarget]) -> None:

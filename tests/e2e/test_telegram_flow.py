@@ -7,7 +7,19 @@ import html
 import re
 
 from tests.fakes.botapi import FakeBotAPI
-from tests.harness import APPROVER, APPROVER2, CHAT_ID, OPERATOR, STRANGER, VIEWER, AppUnderTest, eventually, fixture
+from tests.harness import (
+    APPROVER,
+    APPROVER2,
+    CHAT_ID,
+    OPERATOR,
+    STRANGER,
+    VIEWER,
+    AppUnderTest,
+    app_settings,
+    eventually,
+    fixture,
+    start_app,
+)
 
 
 def cards(bot_api: FakeBotAPI) -> list[dict]:
@@ -186,3 +198,15 @@ async def test_deleted_card_falls_back_to_a_new_card(app: AppUnderTest, bot_api:
     new_card = cards(bot_api)[-1]
     assert "Approved by @alice" in new_card["text"] and new_card["message_id"] != card["message_id"]
     await eventually(lambda: replies_to(bot_api, new_card["message_id"]))
+
+
+async def test_polling_recovers_when_telegram_is_down_at_start(tmp_path, bot_api: FakeBotAPI) -> None:
+    bot_api.fail_next("getMe", status=502, times=2)
+    running = await start_app(app_settings(tmp_path, bot_api=bot_api.base_url))
+    try:
+        await bot_api.wait_for("getUpdates", timeout=15)
+        bot_api.inject_message(CHAT_ID, VIEWER, "/help")
+        await bot_api.wait_for("sendMessage", predicate=lambda r: "/incidents" in r.params["text"])
+        assert len(bot_api.calls("getMe")) >= 3
+    finally:
+        await running.stop()
