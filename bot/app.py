@@ -46,6 +46,7 @@ log = structlog.get_logger(__name__)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 FULL_DEPS: web.AppKey[Deps] = web.AppKey("full_deps", Deps)
 CONSOLE_TARGET = ChatTarget("console", "log")
+UNPACED = ChannelLimits(per_chat_per_second=1e6, per_group_per_minute=1e9, per_bot_per_second=1e6)
 
 
 def build_app(settings: Settings, *, clock: Clock = utcnow, console: TextIO | None = None) -> web.Application:
@@ -115,9 +116,14 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
     app[FULL_DEPS] = deps
     app[DEPS] = HttpDeps(db=db, incidents=deps.incidents, queries=queries, ingest_token=token, telegram_state=deps.telegram_state)
 
-    limits = ChannelLimits(settings.chat_rate_per_second, settings.group_rate_per_minute, settings.bot_rate_per_second)
+    limits = {
+        "telegram": ChannelLimits(settings.chat_rate_per_second, settings.group_rate_per_minute, settings.bot_rate_per_second),
+        "console": UNPACED,  # a log has no rate limit
+    }
     senders = [
-        OutboxSender(db, gw, queries, Pacer(limits, gw.is_group), clock, max_backoff=settings.outbox_max_backoff_seconds)
+        OutboxSender(
+            db, gw, queries, Pacer(limits[gw.channel], gw.is_group), clock, max_backoff=settings.outbox_max_backoff_seconds
+        )
         for gw in gateways
     ]
     if db.is_sqlite:  # one process owns a SQLite file: whatever was in flight when it died goes again now

@@ -49,7 +49,7 @@ class _Changes:
     repeats: int = 0
     resolved_alerts: int = 0
     opened: list[int] = field(default_factory=list)
-    grown: set[int] = field(default_factory=set)  # open incidents that gained or regained an alert
+    grown: set[int] = field(default_factory=set)  # open incidents whose set of firing alerts changed
     resolving: set[int] = field(default_factory=set)  # incidents where an alert resolved
     touched: set[int] = field(default_factory=set)
 
@@ -69,7 +69,8 @@ class IncidentService:
                 if attempt == WRITE_ATTEMPTS:
                     raise
                 log.info("ingest_conflict_retry", attempt=attempt, group_key=batch.group_key)
-        self._notify.wake()
+        if result.incidents_opened or result.incidents_resolved or result.new_alerts or result.resolved_alerts:
+            self._notify.wake()  # something was queued for the chat (pure repeats queue nothing)
         if result.incidents_opened:
             self._analysis_wakeup.set()
         log.info(
@@ -95,8 +96,11 @@ class IncidentService:
 
         resolved_incidents: list[int] = []
         for incident_id in sorted(changes.resolving):
-            if await tx.alerts.count_firing(incident_id) == 0 and await self._resolve(tx, incident_id, now):
-                resolved_incidents.append(incident_id)
+            if await tx.alerts.count_firing(incident_id) == 0:
+                if await self._resolve(tx, incident_id, now):
+                    resolved_incidents.append(incident_id)
+            else:
+                changes.grown.add(incident_id)  # fewer alerts firing: the card shows it
         for incident_id in sorted(changes.grown - set(changes.opened) - set(resolved_incidents)):
             await tx.incidents.touch(incident_id, now)
             await self._notify.card(tx, incident_id, now)

@@ -109,3 +109,14 @@ async def test_ingest_resolution_sends_threaded_reply_and_final_card(world: Worl
     assert [a.value for a in final.card.actions] == ["details", "history"]
     # the pending proposal expired with the incident: nobody can approve a resolved incident
     assert final.card.proposal is not None and final.card.proposal.state == "expired"
+
+
+async def test_ingest_partial_resolution_updates_the_card(world: World) -> None:
+    await world.incidents.ingest(batch("02-firing-two-alerts.json"))
+    await world.settle()
+    edits_before = len(world.gateway.cards(edited=True))
+    await world.incidents.ingest(batch("03-firing-one-resolved.json"))
+    await world.settle()
+    edits = world.gateway.cards(edited=True)
+    assert len(edits) == edits_before + 1
+    assert edits[-1].card is not None and edits[-1].card.firing_count == 1 and edits[-1].card.alert_count == 2
