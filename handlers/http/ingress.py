@@ -24,6 +24,10 @@ async def read_json(request: web.Request) -> object:
         raise web.HTTPBadRequest(text=json.dumps({"error": "empty body: expected a JSON object"}), content_type="application/json")
     try:
         return json.loads(raw)
+    except RecursionError as exc:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "malformed JSON: nested too deeply"}), content_type="application/json"
+        ) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise web.HTTPBadRequest(
             text=json.dumps({"error": f"malformed JSON: {exc}"}), content_type="application/json"

@@ -55,7 +55,7 @@ async def test_ingress_rejects_bad_payload_naming_the_field(plain_app: AppUnderT
 
 async def test_ingress_malformed_json_empty_body_and_wrong_shapes_are_400(plain_app: AppUnderTest) -> None:
     headers = {"Authorization": "Bearer test-ingest-token", "Content-Type": "application/json"}
-    for body in (b"{not json", b"", b"[1, 2]", b"\xff\xfe", b'"text"', b"null"):
+    for body in (b"{not json", b"", b"[1, 2]", b"\xff\xfe", b'"text"', b"null", b"[" * 200_000, b'{"a":' * 100_000):
         response = await plain_app.http.post("/webhooks/alertmanager", content=body, headers=headers)
         assert response.status_code == 400, (body, response.text)
         assert response.json()["error"]
