@@ -52,6 +52,9 @@ class _Changes:
     grown: set[int] = field(default_factory=set)  # open incidents whose set of firing alerts changed
     resolving: set[int] = field(default_factory=set)  # incidents where an alert resolved
     touched: set[int] = field(default_factory=set)
+    active: dict[str, Alert] = field(default_factory=dict)  # live alert rows of this batch, by active key
+    bumps: dict[int, int] = field(default_factory=dict)  # stored alert id → repeats to add
+    group: Incident | None = None  # the batch's open incident, once looked up or opened
 
 
 class IncidentService:
@@ -88,11 +91,14 @@ class IncidentService:
 
     async def _apply(self, tx: Tx, batch: AlertBatch, now: datetime) -> IngestResult:
         changes = _Changes()
+        # One query for every alert of the batch that is already live; new rows are flushed together.
+        changes.active = await tx.alerts.find_active_many([self._alert_key(batch, a) for a in batch.alerts])
         for alert in batch.alerts:
             if alert.status == AlertStatus.FIRING:
                 await self._firing(tx, batch, alert, now, changes)
             else:
                 await self._resolved(tx, batch, alert, now, changes)
+        await tx.alerts.bump_repeats(changes.bumps, now)
 
         resolved_incidents: list[int] = []
         for incident_id in sorted(changes.resolving):
@@ -117,23 +123,37 @@ class IncidentService:
             incident_ids=sorted(changes.touched),
         )
 
+    @staticmethod
+    def _repeat(alert: Alert, changes: _Changes) -> None:
+        """Count a re-notification: in SQL for stored rows (concurrent writers add up), in memory for new ones."""
+        if alert.id is None:
+            alert.repeat_count += 1
+        else:
+            changes.bumps[alert.id] = changes.bumps.get(alert.id, 0) + 1
+        changes.repeats += 1
+
     async def _firing(self, tx: Tx, batch: AlertBatch, alert: IncomingAlert, now: datetime, changes: _Changes) -> None:
-        active = await tx.alerts.find_active(f"{batch.receiver}|{alert.fingerprint}")
+        active = changes.active.get(self._alert_key(batch, alert))
         if active is not None:
             if active.status == AlertStatus.RESOLVED:  # fired again while its incident is still open
                 active.status = AlertStatus.FIRING
                 active.ends_at = None
                 active.starts_at = alert.starts_at
                 changes.grown.add(active.incident_id or 0)
-            active.repeat_count += 1
-            active.labels, active.annotations, active.last_seen = alert.labels, alert.annotations, now
-            changes.repeats += 1
+            self._repeat(active, changes)
+            if active.labels != alert.labels:
+                active.labels = alert.labels
+            if active.annotations != alert.annotations:
+                active.annotations = alert.annotations
+            active.last_seen = now
             changes.touched.add(active.incident_id or 0)
             return
         incident = await self._open_incident(tx, batch, alert, now, changes)
         if alert.starts_at and incident.started_at and now - MAX_AGE <= alert.starts_at < incident.started_at:
             incident.started_at = alert.starts_at
-        await tx.alerts.add(self._new_alert(batch, alert, incident.id, now, active=True))
+        row = self._new_alert(batch, alert, incident.id, now, active=True)
+        tx.alerts.stage(row)
+        changes.active[self._alert_key(batch, alert)] = row
         changes.new_alerts += 1
         changes.touched.add(incident.id or 0)
         if incident.id not in changes.opened:
@@ -142,7 +162,7 @@ class IncidentService:
     async def _resolved(
         self, tx: Tx, batch: AlertBatch, alert: IncomingAlert, now: datetime, changes: _Changes
     ) -> None:
-        active = await tx.alerts.find_active(f"{batch.receiver}|{alert.fingerprint}")
+        active = changes.active.get(self._alert_key(batch, alert))
         if active is not None:
             if active.status == AlertStatus.FIRING:
                 active.status = AlertStatus.RESOLVED
@@ -150,32 +170,35 @@ class IncidentService:
                 changes.resolved_alerts += 1
                 changes.resolving.add(active.incident_id or 0)
             else:
-                active.repeat_count += 1
-                changes.repeats += 1
+                self._repeat(active, changes)
             active.last_seen = now
             changes.touched.add(active.incident_id or 0)
             return
         latest = await tx.alerts.find_latest(batch.receiver, alert.fingerprint)
         if latest is not None and latest.status == AlertStatus.RESOLVED and latest.starts_at == alert.starts_at:
-            latest.repeat_count += 1  # a re-notification of a resolution we already have
+            self._repeat(latest, changes)  # a re-notification of a resolution we already have
             latest.last_seen = now
-            changes.repeats += 1
             return
         # A resolution for an alert we never saw fire (we were down, or it fired before we existed):
         # record it; attach it to its group's open incident if there is one, but open none.
         group = await tx.incidents.find_open(self._open_key(batch))
-        await tx.alerts.add(self._new_alert(batch, alert, group.id if group else None, now, active=group is not None))
+        row = self._new_alert(batch, alert, group.id if group else None, now, active=group is not None)
+        tx.alerts.stage(row)
+        if group is not None:
+            changes.active[self._alert_key(batch, alert)] = row
+            changes.touched.add(group.id or 0)
         changes.new_alerts += 1
         changes.resolved_alerts += 1
-        if group is not None:
-            changes.touched.add(group.id or 0)
 
     async def _open_incident(
         self, tx: Tx, batch: AlertBatch, alert: IncomingAlert, now: datetime, changes: _Changes
     ) -> Incident:
+        if changes.group is not None:
+            return changes.group
         open_key = self._open_key(batch)
         existing = await tx.incidents.find_open(open_key)
         if existing is not None:
+            changes.group = existing
             return existing
         labels = batch.common_labels or alert.labels
         annotations = batch.common_annotations or alert.annotations
@@ -200,6 +223,7 @@ class IncidentService:
         )
         assert incident.id is not None
         changes.opened.append(incident.id)
+        changes.group = incident
         return incident
 
     async def _resolve(self, tx: Tx, incident_id: int, now: datetime) -> bool:
@@ -231,12 +255,16 @@ class IncidentService:
         return f"{batch.receiver}|{batch.group_key}"
 
     @staticmethod
+    def _alert_key(batch: AlertBatch, alert: IncomingAlert) -> str:
+        return f"{batch.receiver}|{alert.fingerprint}"
+
+    @staticmethod
     def _new_alert(batch: AlertBatch, alert: IncomingAlert, incident_id: int | None, now: datetime, *, active: bool) -> Alert:
         return Alert(
             incident_id=incident_id,
             receiver=batch.receiver,
             fingerprint=alert.fingerprint,
-            active_key=f"{batch.receiver}|{alert.fingerprint}" if active else None,
+            active_key=IncidentService._alert_key(batch, alert) if active else None,
             status=alert.status,
             alertname=alert.alertname,
             severity=alert.labels.get("severity", ""),

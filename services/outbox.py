@@ -36,7 +36,7 @@ from storage.tables import Outbox, OutboxKind, OutboxState
 log = structlog.get_logger(__name__)
 
 CLAIM_TTL = timedelta(seconds=120)
-BATCH = 500
+BATCH = 200
 
 
 class OutboxSender:
@@ -71,56 +71,35 @@ class OutboxSender:
             await wait(max(0.01, min(delay, self._poll)))  # type: ignore[misc]
 
     async def pump(self) -> float:
-        """One pass over the open rows; returns how long until something may be due."""
-        now = self._now()
-        async with self._db.read() as tx:
-            rows = await tx.outbox.open_rows(self.channel, BATCH)
-        next_due = self._poll
-        blocked: set[tuple[str, str]] = set()
-        coalesced: set[int] = set()
-        for index, row in enumerate(rows):
-            assert row.id is not None
-            key = (row.chat_id, str(row.incident_id) if row.incident_id is not None else f"row{row.id}")
-            if key in blocked or row.id in coalesced:
-                continue
-            if row.state == OutboxState.SENDING and row.claimed_at and row.claimed_at > now - CLAIM_TTL:
-                blocked.add(key)  # in flight elsewhere
-                continue
-            if row.not_before > now:
-                blocked.add(key)
-                next_due = min(next_due, (row.not_before - now).total_seconds())
-                continue
-            wait = self._pacer.delay(row.chat_id, self._mono())
-            if wait > 0:
-                blocked.add(key)
-                next_due = min(next_due, wait)
-                continue
-            if row.kind == OutboxKind.CARD:
-                later = self._later_cards(rows[index + 1 :], key)
-                if later:
-                    async with self._db.write() as tx:
-                        await tx.outbox.coalesce(later)
-                    coalesced.update(later)
-            async with self._db.write() as tx:
-                if not await tx.outbox.claim(row.id, self._owner, self._now(), self._now() - CLAIM_TTL):
-                    blocked.add(key)
-                    continue
-            if not await self._deliver(row):
-                blocked.add(key)
+        """Deliver what is due now; returns how long until something may be due."""
+        paced_wait = self._poll
+        while True:
             now = self._now()
-        return next_due
-
-    @staticmethod
-    def _later_cards(rows: list[Outbox], key: tuple[str, str]) -> list[int]:
-        """Card rows of the same incident and chat that directly follow (no message in between)."""
-        ids: list[int] = []
-        for row in rows:
-            if (row.chat_id, str(row.incident_id)) != key:
-                continue
-            if row.kind != OutboxKind.CARD or row.state != OutboxState.PENDING:
-                break
-            ids.append(row.id or 0)
-        return ids
+            held = self._pacer.held_chats(self._mono())
+            async with self._db.read() as tx:
+                heads = await tx.outbox.due_heads(self.channel, now, now - CLAIM_TTL, skip_chats=held, limit=BATCH)
+            sent_any = False
+            for row in heads:
+                assert row.id is not None
+                wait = self._pacer.delay(row.chat_id, self._mono())
+                if wait > 0:  # the chat's (or the bot's) budget went on an earlier row of this pass
+                    paced_wait = min(paced_wait, wait)
+                    continue
+                if row.kind == OutboxKind.CARD:
+                    async with self._db.write() as tx:
+                        await tx.outbox.coalesce(await tx.outbox.card_run_after(row))
+                async with self._db.write() as tx:
+                    if not await tx.outbox.claim(row.id, self._owner, self._now(), self._now() - CLAIM_TTL):
+                        continue  # another sender has it
+                sent_any = await self._deliver(row) or sent_any
+            if not sent_any or len(heads) < BATCH:
+                break  # a full batch went out: more may be due behind it, look again
+        async with self._db.read() as tx:
+            earliest = await tx.outbox.next_head_due(self.channel, self._now())
+        waits = [paced_wait, self._pacer.next_free(self._mono())]
+        if earliest is not None:
+            waits.append((earliest - self._now()).total_seconds())
+        return max(0.0, min(waits))
 
     async def _deliver(self, row: Outbox) -> bool:
         assert row.id is not None

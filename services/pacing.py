@@ -55,6 +55,15 @@ class Pacer:
         waits.append(self._bot_paused_until - now)
         return max(0.0, *waits)
 
+    def held_chats(self, now: float) -> list[str]:
+        """Chats that may not send now (their budget is spent or a 429 paused them)."""
+        return [chat for chat in {*self._chat, *self._paused_until} if self.delay(chat, now) > 0]
+
+    def next_free(self, now: float) -> float:
+        """Seconds until the first held chat may send again (a large number when none is held)."""
+        waits = [self.delay(chat, now) for chat in self.held_chats(now)]
+        return min(waits, default=3600.0)
+
     def record(self, chat_id: str, now: float) -> None:
         for window in self._windows(chat_id):
             window.record(now)

@@ -28,6 +28,9 @@ from storage.tables import (
 )
 
 
+IN_CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
+
+
 class IncidentRepo:
     def __init__(self, session: AsyncSession) -> None:
         self._s = session
@@ -143,6 +146,32 @@ class AlertRepo:
 
     async def find_active(self, active_key: str) -> Alert | None:
         return (await self._s.execute(select(Alert).where(Alert.active_key == active_key))).scalar_one_or_none()
+
+    async def find_active_many(self, active_keys: Sequence[str]) -> dict[str, Alert]:
+        found: dict[str, Alert] = {}
+        unique = list(dict.fromkeys(active_keys))
+        for start in range(0, len(unique), IN_CHUNK):
+            rows = await self._s.execute(select(Alert).where(Alert.active_key.in_(unique[start : start + IN_CHUNK])))  # type: ignore[union-attr]
+            found.update({a.active_key: a for a in rows.scalars() if a.active_key})
+        return found
+
+    def stage(self, alert: Alert) -> None:
+        """Add a new row; it is written with the others at the next flush (one round trip for a batch)."""
+        self._s.add(alert)
+
+    async def bump_repeats(self, bumps: dict[int, int], now: datetime) -> None:
+        """repeat_count += n in SQL, so concurrent writers add up instead of overwriting each other."""
+        by_amount: dict[int, list[int]] = {}
+        for alert_id, amount in bumps.items():
+            by_amount.setdefault(amount, []).append(alert_id)
+        for amount, ids in by_amount.items():
+            for start in range(0, len(ids), IN_CHUNK):
+                await self._s.execute(
+                    update(Alert)
+                    .where(Alert.id.in_(ids[start : start + IN_CHUNK]))  # type: ignore[union-attr]
+                    .values(repeat_count=Alert.repeat_count + amount, last_seen=now)
+                    .execution_options(synchronize_session=False)
+                )
 
     async def find_latest(self, receiver: str, fingerprint: str) -> Alert | None:
         rows = await self._s.execute(
@@ -312,15 +341,71 @@ class OutboxRepo:
             return False
         return True
 
-    async def open_rows(self, channel: str, limit: int) -> list[Outbox]:
-        """Unfinished rows in id order (pending, and sending rows that may be stale), due or not."""
-        rows = await self._s.execute(
+    def _heads(self, channel: str) -> Any:
+        """The first unfinished row of each (chat, incident): only a head may go, so a reply never overtakes
+        its card and per-incident order holds."""
+        unfinished = Outbox.state.in_([OutboxState.PENDING, OutboxState.SENDING])  # type: ignore[attr-defined]
+        return (
+            select(
+                Outbox.id.label("row_id"),  # type: ignore[union-attr]
+                func.row_number()
+                .over(partition_by=(Outbox.chat_id, Outbox.incident_id), order_by=Outbox.id)
+                .label("position"),
+            )
+            .where(Outbox.channel == channel, unfinished)
+            .subquery()
+        )
+
+    async def due_heads(
+        self, channel: str, now: datetime, stale_before: datetime, *, skip_chats: Sequence[str], limit: int
+    ) -> list[Outbox]:
+        """Heads that are due now (or whose sender died), in chats not held back by pacing, oldest first."""
+        heads = self._heads(channel)
+        due = or_(
+            and_(Outbox.state == OutboxState.PENDING, Outbox.not_before <= now),  # type: ignore[operator]
+            and_(Outbox.state == OutboxState.SENDING, Outbox.claimed_at < stale_before),  # type: ignore[operator]
+        )
+        query = (
             select(Outbox)
-            .where(Outbox.channel == channel, Outbox.state.in_([OutboxState.PENDING, OutboxState.SENDING]))  # type: ignore[attr-defined]
+            .join(heads, Outbox.id == heads.c.row_id)
+            .where(heads.c.position == 1, due)
             .order_by(Outbox.id)
             .limit(limit)
         )
-        return list(rows.scalars())
+        if skip_chats:
+            query = query.where(Outbox.chat_id.not_in(list(skip_chats)))  # type: ignore[attr-defined]
+        return list((await self._s.execute(query)).scalars())
+
+    async def next_head_due(self, channel: str, now: datetime) -> datetime | None:
+        """When the earliest head that is not yet due becomes due."""
+        heads = self._heads(channel)
+        row = await self._s.execute(
+            select(func.min(Outbox.not_before))
+            .join(heads, Outbox.id == heads.c.row_id)
+            .where(heads.c.position == 1, Outbox.state == OutboxState.PENDING, Outbox.not_before > now)  # type: ignore[operator]
+        )
+        return row.scalar_one_or_none()
+
+    async def card_run_after(self, row: Outbox) -> list[int]:
+        """Pending card rows of the same incident and chat that directly follow ``row`` (no message between)."""
+        rows = await self._s.execute(
+            select(Outbox.id, Outbox.kind)
+            .where(
+                Outbox.channel == row.channel,
+                Outbox.chat_id == row.chat_id,
+                Outbox.incident_id == row.incident_id,
+                Outbox.id > row.id,  # type: ignore[operator]
+                Outbox.state == OutboxState.PENDING,
+            )
+            .order_by(Outbox.id)
+            .limit(100)
+        )
+        ids: list[int] = []
+        for row_id, kind in rows.all():
+            if kind != OutboxKind.CARD:
+                break
+            ids.append(row_id)
+        return ids
 
     async def claim(self, row_id: int, owner: str, now: datetime, stale_before: datetime) -> bool:
         result = await self._s.execute(

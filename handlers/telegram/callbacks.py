@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from aiogram import Router
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery
 
 from bot.callbacks import IncidentCb
 from bot.render import Renderer, html_to_text
@@ -16,6 +19,8 @@ from services.errors import IncidentNotFound
 from services.incidents import incident_ref
 from services.ports import CardAction
 
+ANSWER_WITHIN_SECONDS = 3.0  # Telegram drops an unanswered press after ~15 s; answer well before
+
 
 
 async def on_card_button_clicked(
@@ -26,14 +31,22 @@ async def on_card_button_clicked(
     chat: ChatService,
     renderer: Renderer,
 ) -> None:
-    if not isinstance(query.message, Message):  # the card is too old for Telegram to say where it is
+    if query.message is None:  # Telegram no longer says where the card is
         await query.answer(_toast(renderer, {"outcome": "stale_button", "ref": ""}), show_alert=True)
         return
     actor = actor_of(query.from_user, query.message.chat)
+    ref = incident_ref(callback_data.incident_id)
+    work = asyncio.ensure_future(_dispatch(callback_data, actor, approvals, analysis, chat))
     try:
-        result = await _dispatch(callback_data, actor, approvals, analysis, chat)
+        result = await asyncio.wait_for(asyncio.shield(work), ANSWER_WITHIN_SECONDS)
     except IncidentNotFound:
-        await query.answer(_toast(renderer, {"outcome": "not_found", "ref": incident_ref(callback_data.incident_id)}), show_alert=True)
+        await query.answer(_toast(renderer, {"outcome": "not_found", "ref": ref}), show_alert=True)
+        return
+    except TimeoutError:
+        # Telegram gives up on an unanswered press after ~15 s: say it arrived; the card shows the result.
+        await query.answer(_toast(renderer, {"outcome": "working", "ref": ref}))
+        with contextlib.suppress(IncidentNotFound):
+            await work
         return
     await query.answer(_toast(renderer, result_context(result)), show_alert=not result.ok)
 
@@ -59,6 +72,7 @@ def _toast(renderer: Renderer, context: dict[str, object]) -> str:
     """Callback answers are plain text of at most 200 characters."""
     context = {"state": None, "by": None, "needed_role": None, **context}
     return html_to_text(renderer.render("telegram/action_result.html.j2", **context))[:200]
+
 
 
 def build_router() -> Router:

@@ -120,3 +120,26 @@ async def test_ingest_partial_resolution_updates_the_card(world: World) -> None:
     edits = world.gateway.cards(edited=True)
     assert len(edits) == edits_before + 1
     assert edits[-1].card is not None and edits[-1].card.firing_count == 1 and edits[-1].card.alert_count == 2
+
+
+async def test_ingest_same_alert_twice_in_one_payload_is_one_alert_and_one_repeat(world: World) -> None:
+    payload = copy.deepcopy(fixture("01-firing-one-alert.json"))
+    payload["alerts"] = payload["alerts"] * 3
+    result = await world.incidents.ingest(parse_alertmanager(payload))
+    assert (result.new_alerts, result.repeats) == (1, 2)
+    again = await world.incidents.ingest(parse_alertmanager(payload))
+    assert (again.new_alerts, again.repeats) == (0, 3)
+    page = await world.queries.api_alerts(fingerprint="b05e07d6656f414d", status=None, limit=10, offset=0)
+    assert page["total"] == 1 and page["items"][0]["repeat_count"] == 5
+
+
+async def test_ingest_large_payload_is_stored_whole(world: World) -> None:
+    payload = copy.deepcopy(fixture("01-firing-one-alert.json"))
+    template = payload["alerts"][0]
+    payload["alerts"] = [
+        {**template, "labels": {**template["labels"], "instance": f"db-{n}"}, "fingerprint": f"fp{n:05d}"} for n in range(2000)
+    ]
+    result = await world.incidents.ingest(parse_alertmanager(payload))
+    assert result.new_alerts == 2000 and result.incidents_opened == [1]
+    assert (await world.queries.api_stats())["alerts"] == 2000
+    assert (await world.queries.card(1)).alert_count == 2000

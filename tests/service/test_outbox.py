@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.errors import PermanentDeliveryError, RateLimited, TransientDeliveryError
 from services.sources.alertmanager import parse_alertmanager
+from services.ports import ChatTarget
 from tests.harness import APPROVER, fixture
 from tests.service.conftest import World
 
@@ -120,8 +121,36 @@ async def test_outbox_claimed_row_is_not_sent_twice_by_two_senders(world: World)
     await new_incident(world)
     await world.analysis.run_pending()
     async with world.db.read() as tx:
-        row = (await tx.outbox.open_rows("telegram", 10))[0]
+        row = (await tx.outbox.due_heads("telegram", world.clock(), world.clock(), skip_chats=[], limit=10))[0]
     async with world.db.write() as tx:
         assert await tx.outbox.claim(row.id, "other-replica", world.clock(), world.clock())
     await world.sender.pump()
     assert world.gateway.sent == []
+
+
+async def test_outbox_paced_group_backlog_does_not_starve_other_chats(world: World) -> None:
+    for n in range(30):  # 30 new incidents: the group may take 20 a minute
+        payload = fixture("01-firing-one-alert.json")
+        payload["groupKey"] = f"group-{n}"
+        payload["alerts"][0]["fingerprint"] = f"fp-{n}"
+        await world.incidents.ingest(parse_alertmanager(payload))
+    await world.analysis.run_pending()
+    for _ in range(25):  # a minute of sender passes, one message per second allowed in the group
+        await world.sender.pump()
+        world.mono[0] += 1.0
+    assert len(world.gateway.cards()) == 20  # the group's budget for the minute
+    private = world.actor(APPROVER, chat=ChatTarget("telegram", "4242")).target
+    await world.chat.say(private, "help")
+    wait = await world.sender.pump()
+    assert [m.chat_id for m in world.gateway.messages("help")] == ["4242"]
+    assert 0 < wait <= 60  # and the sender knows when the group may go again
+
+
+async def test_outbox_sender_does_not_spin_on_a_head_that_is_not_due(world: World) -> None:
+    incident_id = await new_incident(world)  # its first card waits out the grace period
+    await world.chat.say(world.actor(APPROVER).target, "help")  # an unrelated answer, due now
+    wait = await world.sender.pump()
+    assert len(world.gateway.messages("help")) == 1
+    assert wait >= 0.9  # not a busy loop: nothing is due until the chat may send again or the grace ends
+    rows = await outbox_rows(world, incident_id)
+    assert [r.state for r in rows] == ["pending"]
