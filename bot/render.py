@@ -49,7 +49,10 @@ class Renderer:
         if value is None or value == "":
             return None
         moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-        return moment.astimezone(self.tz)
+        try:
+            return moment.astimezone(self.tz)
+        except OverflowError:  # at the edge of the calendar: show it in UTC rather than fail the message
+            return moment
 
     def _hm(self, value: datetime | str | None) -> str:
         local = self._local(value)

@@ -27,6 +27,7 @@ class Outcome(StrEnum):
     NOT_REANALYSABLE = "not_reanalysable"
     DETAILS_SENT = "details_sent"
     HISTORY_SENT = "history_sent"
+    ALREADY_POSTED = "already_posted"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ it is paced, retried and rendered by the channel it goes to (templates/<channel>
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from services.actions import ActionResult, Actor, Outcome
@@ -11,7 +12,7 @@ from services.incidents import incident_ref
 from services.notify import Notifier
 from services.ports import ChatTarget
 from services.queries import IncidentQueries
-from services.roles import RoleMap
+from services.roles import Role, RoleMap
 from services.views import to_context
 from storage.clock import Clock
 from storage.db import Database
@@ -39,22 +40,40 @@ class ChatService:
             reply_to=reply_to,
         )
 
-    async def incidents(self, target: ChatTarget, *, reply_to: str | None) -> None:
-        items, total = await self._queries.open_incidents(limit=15)
-        await self.say(target, "incidents", {"items": items, "total": total}, reply_to=reply_to)
+    def may_read(self, actor: Actor) -> bool:
+        """Members of a card chat see the cards anyway; elsewhere (a DM, another group) reading incidents
+        needs at least the viewer role."""
+        return actor.target in self._notify.card_targets or self._roles.allows(actor.id, Role.VIEWER)
 
-    async def status(self, target: ChatTarget, incident_id: int, *, reply_to: str | None) -> None:
+    async def refuse_read(self, actor: Actor, ref: str = "", *, reply_to: str | None) -> None:
+        result = ActionResult(Outcome.NOT_ALLOWED, ref, needed_role=Role.VIEWER.name.lower())
+        await self.say(actor.target, "action_result", result_context(result), reply_to=reply_to)
+
+    async def incidents(self, actor: Actor, *, reply_to: str | None) -> None:
+        if not self.may_read(actor):
+            await self.refuse_read(actor, reply_to=reply_to)
+            return
+        items, total = await self._queries.open_incidents(limit=15)
+        await self.say(actor.target, "incidents", {"items": items, "total": total}, reply_to=reply_to)
+
+    async def status(self, actor: Actor, incident_id: int, *, reply_to: str | None) -> None:
+        if not self.may_read(actor):
+            await self.refuse_read(actor, incident_ref(incident_id), reply_to=reply_to)
+            return
         card = await self._queries.card(incident_id)  # raises IncidentNotFound
-        await self.say(target, "status", {"card": to_context(card)}, reply_to=reply_to)
+        await self.say(actor.target, "status", {"card": to_context(card)}, reply_to=reply_to)
 
     async def details(self, *, incident_id: int, actor: Actor) -> ActionResult:
-        """Every alert of the incident, threaded under the card in the chat that asked."""
+        """Every alert of the incident, threaded under the card in the chat that asked (once a minute)."""
         ref = incident_ref(incident_id)
+        if not self.may_read(actor):
+            return ActionResult(Outcome.NOT_ALLOWED, ref, needed_role=Role.VIEWER.name.lower())
         now = self._now()
         async with self._db.write() as tx:
             if await tx.incidents.get(incident_id) is None:
                 raise IncidentNotFound(ref)
             pages, left_out = await self._queries.details_pages(tx, incident_id)
+            queued = False
             for number, alerts in enumerate(pages, start=1):
                 context = {
                     "ref": ref,
@@ -64,13 +83,18 @@ class ChatService:
                     "left_out": left_out if number == len(pages) else 0,
                     "incident_id": incident_id,
                 }
-                await self._notify.thread(tx, incident_id, "details", context, now, targets=[actor.target])
+                queued = await self._notify.thread(
+                    tx, incident_id, "details", context, now, targets=[actor.target],
+                    dedup_key=f"details:{incident_id}:{_minute(now)}:{number}",
+                ) or queued
         self._notify.wake()
-        return ActionResult(Outcome.DETAILS_SENT, ref)
+        return ActionResult(Outcome.DETAILS_SENT if queued else Outcome.ALREADY_POSTED, ref)
 
     async def history(self, *, incident_id: int, actor: Actor) -> ActionResult:
-        """The last incidents with the same alertname or service and how they ended."""
+        """The last incidents with the same alertname or service and how they ended (once a minute)."""
         ref = incident_ref(incident_id)
+        if not self.may_read(actor):
+            return ActionResult(Outcome.NOT_ALLOWED, ref, needed_role=Role.VIEWER.name.lower())
         now = self._now()
         async with self._db.write() as tx:
             incident = await tx.incidents.get(incident_id)
@@ -78,9 +102,12 @@ class ChatService:
                 raise IncidentNotFound(ref)
             items = await self._queries.history(tx, incident)
             context = {"ref": ref, "alertname": incident.alertname, "service": incident.service, "items": items}
-            await self._notify.thread(tx, incident_id, "history", context, now, targets=[actor.target])
+            queued = await self._notify.thread(
+                tx, incident_id, "history", context, now, targets=[actor.target],
+                dedup_key=f"history:{incident_id}:{_minute(now)}",
+            )
         self._notify.wake()
-        return ActionResult(Outcome.HISTORY_SENT, ref)
+        return ActionResult(Outcome.HISTORY_SENT if queued else Outcome.ALREADY_POSTED, ref)
 
     async def report(self, actor: Actor, result: ActionResult, *, reply_to: str | None) -> None:
         """Answer a command's outcome. A successful decision made in a card chat already shows as a threaded
@@ -98,3 +125,8 @@ def result_context(result: ActionResult) -> dict[str, Any]:
         "by": result.by,
         "needed_role": result.needed_role,
     }
+
+
+def _minute(moment: datetime) -> str:
+    """A de-duplication bucket: repeated presses within the same minute post one answer."""
+    return moment.strftime("%Y%m%d%H%M")

@@ -80,10 +80,12 @@ class Notifier:
         *,
         targets: Sequence[ChatTarget] | None = None,
         dedup_key: str | None = None,
-    ) -> None:
-        """A message threaded under the incident's card (in every card chat unless ``targets`` narrows it)."""
+    ) -> bool:
+        """A message threaded under the incident's card (in every card chat unless ``targets`` narrows it).
+        False when ``dedup_key`` had already been queued everywhere (nothing new was queued)."""
+        queued = False
         for target in targets if targets is not None else self.card_targets:
-            await tx.outbox.enqueue(
+            queued = await tx.outbox.enqueue(
                 Outbox(
                     channel=target.channel,
                     chat_id=target.chat_id,
@@ -96,7 +98,8 @@ class Notifier:
                     not_before=now,
                     created_at=now,
                 )
-            )
+            ) or queued
+        return queued
 
     async def answer(
         self,

@@ -11,18 +11,19 @@ from services.queries import page_bounds, parse_incident_ref
 routes = web.RouteTableDef()
 INCIDENT_STATUSES = ("firing", "resolved")
 ALERT_STATUSES = ("firing", "resolved")
+MAX_OFFSET = 1_000_000_000
 
 
 def _paging(request: web.Request) -> tuple[int, int]:
     try:
         limit = request.query.get("limit")
         offset = request.query.get("offset")
-        if (limit is not None and int(limit) < 1) or (offset is not None and int(offset) < 0):
+        if (limit is not None and int(limit) < 1) or (offset is not None and not 0 <= int(offset) <= MAX_OFFSET):
             raise ValueError
         return page_bounds(int(limit) if limit else None, int(offset) if offset else None)
     except ValueError as exc:
         raise web.HTTPBadRequest(
-            text='{"error": "limit must be a positive integer (max 500) and offset a non-negative integer"}',
+            text='{"error": "limit must be a positive integer (max 500) and offset an integer from 0 to 1000000000"}',
             content_type="application/json",
         ) from exc
 

@@ -35,7 +35,7 @@ def error(status: int, message: str, **extra: Any) -> web.Response:
 def authorized(request: web.Request, token: str) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given:
+    if scheme.lower() != "bearer" or not given or not given.isascii():
         return False
     return hmac.compare_digest(given.strip().encode(), token.encode())
 

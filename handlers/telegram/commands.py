@@ -33,7 +33,7 @@ async def on_help_command(message: Message, chat: ChatService) -> None:
 
 
 async def on_incidents_command(message: Message, chat: ChatService) -> None:
-    await chat.incidents(target_of(message.chat), reply_to=_reply_to(message))
+    await chat.incidents(actor_of(message.from_user, message.chat), reply_to=_reply_to(message))
 
 
 async def on_incident_command(
@@ -47,10 +47,10 @@ async def on_incident_command(
         return
     try:
         incident_id = parse_incident_ref(ref_text)
-        if name == "status":
-            await chat.status(target, incident_id, reply_to=reply_to)
-            return
         actor = actor_of(message.from_user, message.chat)
+        if name == "status":
+            await chat.status(actor, incident_id, reply_to=reply_to)
+            return
         result = await approvals.decide(incident_id=incident_id, actor=actor, approve=name == "approve", reason=rest)
         await chat.report(actor, result, reply_to=reply_to)
     except InvalidIncidentRef as exc:

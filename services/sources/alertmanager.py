@@ -19,6 +19,7 @@ _RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|z|[+-]\d{2}:\d{2})$"
 )
 MAX_ALERTS_PER_PAYLOAD = 10_000
+MIN_YEAR, MAX_YEAR = 1970, 2200
 
 
 def parse_alertmanager(payload: Any) -> AlertBatch:
@@ -77,6 +78,7 @@ def _alert(raw: Any, where: str) -> IncomingAlert:
     fingerprint = alert.get("fingerprint") or label_fingerprint(labels)
     if not isinstance(fingerprint, str) or len(fingerprint) > 128:
         raise InvalidPayload(f"{where}.fingerprint", "must be a string of at most 128 characters")
+    _text(fingerprint, f"{where}.fingerprint")
     return IncomingAlert(
         fingerprint=fingerprint,
         status=status,
@@ -109,10 +111,23 @@ def parse_time(value: Any, where: str) -> datetime | None:
     micro = (frac or "").ljust(6, "0")[:6]
     zone = "+00:00" if zone in ("Z", "z") else zone
     try:
-        parsed = datetime.fromisoformat(f"{day}T{clock}.{micro}{zone}")
-    except ValueError as exc:
+        parsed = datetime.fromisoformat(f"{day}T{clock}.{micro}{zone}").astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise InvalidPayload(where, f"{value[:40]!r} is not a valid time") from exc
-    return parsed.astimezone(UTC)
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise InvalidPayload(where, f"{value[:40]!r} is out of range (years {MIN_YEAR}-{MAX_YEAR})")
+    return parsed
+
+
+def _text(value: str, where: str) -> str:
+    """Text we can store and show: no NUL (PostgreSQL refuses it) and no lone UTF-16 surrogates."""
+    if "\x00" in value:
+        raise InvalidPayload(where, "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidPayload(where, "is not valid Unicode (lone surrogate)") from exc
+    return value
 
 
 def _obj(value: Any, where: str) -> dict[str, Any]:
@@ -127,7 +142,7 @@ def _str(body: dict[str, Any], key: str, where: str) -> str:
     value = body[key]
     if not isinstance(value, str):
         raise InvalidPayload(where, "must be a string")
-    return value
+    return _text(value, where)
 
 
 def _opt_str(body: dict[str, Any], key: str, where: str) -> str:
@@ -136,7 +151,7 @@ def _opt_str(body: dict[str, Any], key: str, where: str) -> str:
         return ""
     if not isinstance(value, str):
         raise InvalidPayload(where, "must be a string")
-    return value
+    return _text(value, where)
 
 
 def _status(value: Any, where: str) -> str:
@@ -155,4 +170,6 @@ def _labels(value: Any, where: str) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(item, str):
             raise InvalidPayload(f"{where}.{key}", "must be a string")
+        _text(key, f"{where} (a name)")
+        _text(item, f"{where}.{key}")
     return dict(value)

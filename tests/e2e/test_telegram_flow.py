@@ -210,3 +210,43 @@ async def test_polling_recovers_when_telegram_is_down_at_start(tmp_path, bot_api
         assert len(bot_api.calls("getMe")) >= 3
     finally:
         await running.stop()
+
+
+async def test_strangers_cannot_read_incidents_outside_the_card_chat(app: AppUnderTest, bot_api: FakeBotAPI) -> None:
+    await first_card(app, bot_api)
+    bot_api.inject_message(STRANGER, STRANGER, "/status INC-1", username="mallory")  # a private chat
+    bot_api.inject_message(STRANGER, STRANGER, "/incidents", username="mallory")
+    refusals = await bot_api.wait_for("sendMessage", count=2, predicate=lambda r: r.params["chat_id"] == STRANGER)
+    assert all("needs the viewer role" in _plain(r.params["text"]) for r in refusals)
+    assert not any("DiskFull" in r.params["text"] for r in refusals)
+    bot_api.inject_message(VIEWER, VIEWER, "/status INC-1", username="victor")  # a viewer may, anywhere
+    await bot_api.wait_for("sendMessage", predicate=lambda r: r.params["chat_id"] == VIEWER and "DiskFull" in r.params["text"])
+
+
+async def test_details_pressed_twice_in_a_minute_posts_once(app: AppUnderTest, bot_api: FakeBotAPI) -> None:
+    card = await first_card(app, bot_api)
+    for _ in range(3):
+        bot_api.inject_callback(CHAT_ID, VIEWER, card["message_id"], button(card, "🔍"))
+    answers = await bot_api.wait_for("answerCallbackQuery", count=3)
+    assert sum("Already posted" in a.params["text"] for a in answers) >= 1
+    await eventually(lambda: [m for m in replies_to(bot_api, card["message_id"]) if "alerts" in m["text"]])
+    await asyncio.sleep(0.3)
+    assert len([m for m in replies_to(bot_api, card["message_id"]) if "alerts" in m["text"]]) == 1
+
+
+async def test_click_on_inaccessible_card_message_still_decides(app: AppUnderTest, bot_api: FakeBotAPI) -> None:
+    card = await first_card(app, bot_api)
+    bot_api.strict_callback_ids = False
+    bot_api.inject_update(
+        {
+            "callback_query": {
+                "id": "old-card-click",
+                "from": {"id": APPROVER, "is_bot": False, "first_name": "Alice", "username": "alice"},
+                "message": {"chat": {"id": CHAT_ID, "type": "supergroup"}, "message_id": card["message_id"], "date": 0},
+                "chat_instance": "1",
+                "data": button(card, "✅"),
+            }
+        }
+    )
+    [answer] = await bot_api.wait_for("answerCallbackQuery")
+    assert "approved" in answer.params["text"]

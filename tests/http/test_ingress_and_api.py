@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -119,3 +120,33 @@ async def _analysed(app: AppUnderTest) -> bool:
 async def test_read_api_requires_token(plain_app: AppUnderTest) -> None:
     for path in ("/api/incidents", "/api/incidents/1", "/api/alerts", "/api/stats"):
         assert (await plain_app.http.get(path)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda p: p["alerts"][0].update(startsAt="9999-12-31T23:59:59-01:00"), "alerts[0].startsAt"),
+        (lambda p: p["alerts"][0].update(startsAt="1969-01-01T00:00:00Z"), "alerts[0].startsAt"),
+        (lambda p: p.update(groupKey="a\ud800b"), "groupKey"),
+        (lambda p: p.update(receiver="nul\x00"), "receiver"),
+        (lambda p: p["alerts"][0].update(fingerprint="\udfff"), "alerts[0].fingerprint"),
+        (lambda p: p["alerts"][0]["labels"].update(instance="x\ud800"), "alerts[0].labels.instance"),
+        (lambda p: p["alerts"][0]["annotations"].update(summary="\x00"), "alerts[0].annotations.summary"),
+    ],
+)
+async def test_ingress_hostile_text_and_times_are_400(plain_app: AppUnderTest, mutate, field: str) -> None:
+    payload = copy.deepcopy(fixture("01-firing-one-alert.json"))
+    mutate(payload)
+    body = json.dumps(payload).encode()  # json escapes lone surrogates as \\udXXX, as a hostile client would
+    response = await plain_app.http.post(
+        "/webhooks/alertmanager", content=body, headers={"Authorization": "Bearer test-ingest-token"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == field
+
+
+async def test_read_api_rejects_absurd_offsets_and_non_ascii_tokens(plain_app: AppUnderTest) -> None:
+    assert (await plain_app.get("/api/incidents", offset="99999999999999999999")).status_code == 400
+    assert (await plain_app.get("/api/alerts", offset="99999999999999999999")).status_code == 400
+    response = await plain_app.http.get("/api/stats", headers={"Authorization": b"Bearer \xff\xfe"})
+    assert response.status_code == 401
