@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import secrets
+import signal
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TextIO
 
 import structlog
@@ -143,7 +145,8 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         )
     if telegram is not None:
         tasks.append(asyncio.create_task(telegram.register_commands(), name="telegram-commands"))
-    _print_banner(settings, token, generated, card_targets)
+    app[BANNER] = Banner(token=token, token_generated=generated, card_targets=tuple(card_targets))
+    log.info("started", telegram=bot is not None, card_chats=[f"{t.channel}:{t.chat_id}" for t in card_targets])
     try:
         yield
     finally:
@@ -159,9 +162,17 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         log.info("stopped")
 
 
-def _print_banner(settings: Settings, token: str, generated: bool, card_targets: list[ChatTarget]) -> None:
-    host = settings.http_host
-    base = f"http://{host}:{settings.http_port}"
+@dataclass(frozen=True)
+class Banner:
+    token: str
+    token_generated: bool
+    card_targets: tuple[ChatTarget, ...]
+
+
+BANNER: web.AppKey[Banner] = web.AppKey("banner", Banner)
+
+
+def banner_text(settings: Settings, banner: Banner, base_url: str) -> str:
     if settings.telegram_token is None:
         telegram = "not configured: cards are written to this console (set ALERTPILOT_TELEGRAM_TOKEN)"
     elif settings.telegram_chat_id is None:
@@ -169,19 +180,62 @@ def _print_banner(settings: Settings, token: str, generated: bool, card_targets:
                     " send /start in your group to learn its id")
     else:
         telegram = f"configured (long polling), cards go to chat {settings.telegram_chat_id}"
-    origin = "generated and stored in the database" if generated else "from ALERTPILOT_INGEST_TOKEN"
-    lines = [
-        "alertpilot is running",
-        f"  listening on   {base}  (POST /webhooks/alertmanager · GET /api/incidents · GET /healthz)",
-        f"  database       {settings.database_url}",
-        f"  ingest token   {token}  ({origin})",
-        f"  telegram       {telegram}",
-        "  decisions      rule engine · executor: dry run (execution not enabled yet)",
-        "  try it         alertpilot send-test-alert",
-    ]
-    print("\n".join(lines), flush=True)
-    log.info("started", http=base, telegram=settings.telegram_token is not None,
-             card_chats=[f"{t.channel}:{t.chat_id}" for t in card_targets])
+    origin = "generated and stored in the database" if banner.token_generated else "from ALERTPILOT_INGEST_TOKEN"
+    return "\n".join(
+        [
+            "alertpilot is running",
+            f"  listening on   {base_url}  (POST /webhooks/alertmanager · GET /api/incidents · GET /healthz)",
+            f"  database       {settings.database_url_display}",
+            f"  ingest token   {banner.token}  ({origin})",
+            f"  telegram       {telegram}",
+            "  decisions      rule engine · executor: dry run (execution not enabled yet)",
+            "  try it         alertpilot send-test-alert",
+        ]
+    )
+
+
+async def check_database(settings: Settings) -> str | None:
+    """Open the database (creating the schema) before anything else; the error, or None."""
+    try:
+        db = Database(settings.database_url)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    try:
+        await db.create_schema()
+        await db.ping()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        await db.dispose()
+    return None
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM. Start-up problems come out as one line naming what to change."""
+    problem = await check_database(settings)
+    if problem is not None:
+        print(f"alertpilot: ALERTPILOT_DATABASE_URL: cannot open {settings.database_url_display}: {problem}", file=sys.stderr)
+        return 2
+    app = build_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+        except OSError as exc:
+            print(f"alertpilot: cannot listen on {settings.http_host}:{settings.http_port}: {exc.strerror or exc}"
+                  " (set ALERTPILOT_HTTP_HOST / ALERTPILOT_HTTP_PORT)", file=sys.stderr)
+            return 1
+        host, port = runner.addresses[0][:2]
+        print(banner_text(settings, app[BANNER], f"http://{host}:{port}"), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        return 0
+    finally:
+        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -200,9 +254,4 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_format, settings.log_level)
     if args.command == "send-test-alert":
         raise SystemExit(asyncio.run(send_test_alert(settings, resolve=args.resolve, url=args.url)))
-    try:
-        web.run_app(build_app(settings), host=settings.http_host, port=settings.http_port, print=None, access_log=None)
-    except OSError as exc:
-        print(f"alertpilot: cannot listen on {settings.http_host}:{settings.http_port}: {exc.strerror or exc}"
-              " (set ALERTPILOT_HTTP_PORT to a free port)", file=sys.stderr)
-        raise SystemExit(1) from None
+    raise SystemExit(asyncio.run(serve(settings)))

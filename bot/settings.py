@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from services.roles import RoleMap, parse_roles
 
@@ -85,6 +86,11 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_chat_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def database_url_display(self) -> str:
+        """The database URL without its password, for banners and error messages."""
+        return make_url(self.database_url).render_as_string(hide_password=True)
 
     @property
     def role_map(self) -> RoleMap:
