@@ -13,6 +13,7 @@ from aiogram import Bot
 from aiogram.enums import ParseMode
 from aiogram.exceptions import (
     TelegramBadRequest,
+    TelegramMigrateToChat,
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
@@ -101,6 +102,13 @@ class TelegramGateway:
             return await request
         except TelegramRetryAfter as exc:
             raise RateLimited(float(exc.retry_after), exc.message) from exc
+        except TelegramMigrateToChat as exc:
+            log.error("telegram_chat_migrated", new_chat_id=exc.migrate_to_chat_id,
+                      hint=f"the group became a supergroup: set ALERTPILOT_TELEGRAM_CHAT_ID={exc.migrate_to_chat_id}")
+            raise PermanentDeliveryError(
+                f"the group became a supergroup with id {exc.migrate_to_chat_id}: "
+                f"set ALERTPILOT_TELEGRAM_CHAT_ID={exc.migrate_to_chat_id} and restart"
+            ) from exc
         except (TelegramServerError, TelegramNetworkError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise TransientDeliveryError(f"{type(exc).__name__}: {exc}") from exc
         except TelegramBadRequest as exc:

@@ -80,3 +80,16 @@ async def test_gateway_reply_survives_a_deleted_parent(gateway: TelegramGateway,
     bot_api.delete_message(CHAT_ID, int(parent))
     reply = await gateway.send_message(CHAT, "resolved", {"ref": "INC-7", "minutes": 3, "at": None}, reply_to=parent)
     assert "INC-7 resolved after 3 min" in bot_api.messages[CHAT_ID][int(reply)]["plain_text"]
+
+
+async def test_gateway_names_the_new_chat_id_when_a_group_became_a_supergroup(
+    gateway: TelegramGateway, bot_api: FakeBotAPI
+) -> None:
+    bot_api.fail_next(
+        "sendMessage",
+        status=400,
+        migrate_to_chat_id=-1009999,
+        description="Bad Request: group chat was upgraded to a supergroup chat",
+    )
+    with pytest.raises(PermanentDeliveryError, match="ALERTPILOT_TELEGRAM_CHAT_ID=-1009999"):
+        await gateway.send_message(CHAT, "help", {}, reply_to=None)
