@@ -13,13 +13,6 @@ from services.errors import IncidentNotFound, InvalidIncidentRef
 from services.queries import parse_incident_ref
 
 
-USAGE = {
-    "status": "/status INC-12",
-    "approve": "/approve INC-12",
-    "reject": "/reject INC-12 reason",
-}
-
-
 def _reply_to(message: Message) -> str:
     return str(message.message_id)
 
@@ -43,7 +36,7 @@ async def on_incident_command(
     name = command.command.lower()
     ref_text, _, rest = (command.args or "").strip().partition(" ")
     if not ref_text:
-        await chat.say(target, "error", {"code": "usage", "usage": USAGE[name], "detail": ""}, reply_to=reply_to)
+        await chat.say(target, "error", {"code": "usage", "command": name}, reply_to=reply_to)
         return
     try:
         incident_id = parse_incident_ref(ref_text)
