@@ -330,10 +330,12 @@ class OutboxRepo:
 
     async def enqueue(self, row: Outbox) -> bool:
         """Add a row; False when its dedup_key was already queued (the caller's change is then a replay)."""
-        if row.dedup_key is not None:
-            exists = await self._s.execute(select(Outbox.id).where(Outbox.dedup_key == row.dedup_key))
-            if exists.first() is not None:
-                return False
+        if row.dedup_key is None:
+            self._s.add(row)
+            return True
+        exists = await self._s.execute(select(Outbox.id).where(Outbox.dedup_key == row.dedup_key))
+        if exists.first() is not None:
+            return False
         try:
             async with self._s.begin_nested():
                 self._s.add(row)
