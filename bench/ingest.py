@@ -42,7 +42,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +198,7 @@ async def run_scenario(sc: Scenario, quick: bool, keep: bool) -> dict[str, Any]:
         proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         try:
             stdout, _ = await asyncio.wait_for(proc.communicate(), max_seconds + verify_wait + 120)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             raise RuntimeError("alertstorm did not finish in time") from None
@@ -235,7 +235,7 @@ def latency_payload(run: str, i: int) -> dict[str, Any]:
         "instance": f"{run}-lat-{i:03d}:9100",
     }
     annotations = {"summary": f"bench latency probe {i} ({run})", "description": "webhook -> sendMessage latency probe"}
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return {
         "version": "4",
         "groupKey": '{}/{bench="' + run + '"}:{alertname="' + labels["alertname"] + '"}',
@@ -287,7 +287,7 @@ async def run_latency(n: int, spacing: float, settle: float, keep: bool) -> dict
                         probe["ref"] = refs[0] if len(refs) == 1 else None
                         if len(refs) != 1:
                             probe["error"] = f"expected one incident in the answer, got {answer!r}"[:200]
-                    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                         probe["error"] = f"{type(exc).__name__}: {exc}"[:200]
                     probes.append(probe)
 
@@ -412,7 +412,7 @@ async def amain(args: argparse.Namespace) -> int:
     print("\n" + table(results, latency), flush=True)
     doc = {
         "benchmark": "alertpilot ingest",
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
         "host": {"python": platform.python_version(), "platform": platform.platform(), "ncpu": os.cpu_count()},
         "app": {"database": "sqlite+aiosqlite (fresh temporary file per scenario)", "chat": "console (ingest) / "

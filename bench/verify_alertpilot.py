@@ -138,7 +138,7 @@ async def verify(ctx: dict[str, Any]) -> dict[str, Any]:
         else:
             items, requests = await _by_fingerprint(session, url, headers, [e["fingerprint"] for e in identities])
             requests += 1
-    except (_ApiError, aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError) as exc:
+    except (TimeoutError, _ApiError, aiohttp.ClientError, KeyError, ValueError) as exc:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
 
     # this run's rows, grouped by fingerprint, in id order
@@ -161,7 +161,6 @@ async def verify(ctx: dict[str, Any]) -> dict[str, Any]:
             extra.append((fp, group[0]["labels"].get("instance")))
             continue
         instance = e["labels"]["instance"]
-        acked = e["acked_firing"] + e["acked_resolved"]
         if not e["acked_any"]:
             unacked_stored.append((fp, instance))  # stored although its request got no 2xx (timeout, ...)
             continue

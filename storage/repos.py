@@ -27,7 +27,6 @@ from storage.tables import (
     TimelineEvent,
 )
 
-
 IN_CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.botapi import FakeBotAPI
-from tests.harness import BOT_TOKEN, AppUnderTest, start_app, app_settings
+from tests.harness import BOT_TOKEN, AppUnderTest, app_settings, start_app
 
 
 @pytest.fixture(autouse=True)

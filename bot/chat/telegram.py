@@ -3,7 +3,6 @@ Maps aiogram's errors onto the delivery errors the outbox understands."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -109,7 +108,7 @@ class TelegramGateway:
                 f"the group became a supergroup with id {exc.migrate_to_chat_id}: "
                 f"set ALERTPILOT_TELEGRAM_CHAT_ID={exc.migrate_to_chat_id} and restart"
             ) from exc
-        except (TelegramServerError, TelegramNetworkError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, TelegramServerError, TelegramNetworkError, aiohttp.ClientError) as exc:
             raise TransientDeliveryError(f"{type(exc).__name__}: {exc}") from exc
         except TelegramBadRequest as exc:
             raise PermanentDeliveryError(exc.message) from exc

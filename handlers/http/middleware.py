@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
+
 from storage.errors import StorageError
 
 log = structlog.get_logger(__name__)

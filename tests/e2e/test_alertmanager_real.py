@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,7 @@ async def alertmanager(app: AppUnderTest, tmp_path: Path) -> AsyncIterator[Alert
 
 
 def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _buttons(markup: dict[str, Any] | None) -> list[str]:
@@ -180,7 +180,7 @@ async def test_real_alertmanager_fires_and_resolves_one_card(
 
 async def _fire_and_resolve(app: AppUnderTest, bot_api: FakeBotAPI, am: Alertmanager) -> None:
     # An explicit start a little in the past keeps startsAt <= endsAt however fast the resolve comes.
-    started = _rfc3339(datetime.now(timezone.utc) - timedelta(minutes=2))
+    started = _rfc3339(datetime.now(UTC) - timedelta(minutes=2))
     await am.amtool("alert", "add", *LABELS, f"--annotation=summary={SUMMARY}", f"--start={started}")
 
     # 1. the firing alert becomes exactly one card, with the summary HTML-escaped
@@ -195,7 +195,7 @@ async def _fire_and_resolve(app: AppUnderTest, bot_api: FakeBotAPI, am: Alertman
     assert _buttons(card["reply_markup"]), card
 
     # 2. amtool resolves by re-sending the same labels with an end time in the past
-    ended = _rfc3339(datetime.now(timezone.utc) - timedelta(seconds=1))
+    ended = _rfc3339(datetime.now(UTC) - timedelta(seconds=1))
     await am.amtool(
         "alert", "add", *LABELS, f"--annotation=summary={SUMMARY}", f"--start={started}", f"--end={ended}"
     )

@@ -61,9 +61,10 @@ import json
 import re
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -477,7 +478,7 @@ class FakeBotAPI:
             raise RuntimeError("FakeBotAPI is not started")
         return f"http://{self.host}:{self.port}"
 
-    async def start(self) -> "FakeBotAPI":
+    async def start(self) -> FakeBotAPI:
         if self._runner is not None:
             return self
         self._closing = False
@@ -502,7 +503,7 @@ class FakeBotAPI:
         runner, self._runner, self._site = self._runner, None, None
         await runner.cleanup()
 
-    async def __aenter__(self) -> "FakeBotAPI":
+    async def __aenter__(self) -> FakeBotAPI:
         return await self.start()
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -575,7 +576,7 @@ class FakeBotAPI:
             event = self._requests_event
             try:
                 await asyncio.wait_for(event.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # ------------------------------------------------------------------ fault injection
@@ -851,7 +852,7 @@ class FakeBotAPI:
             delay = self._delays[method].popleft()
             try:  # cut short by stop()
                 await asyncio.wait_for(self._stop_event.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return web.json_response(body, status=status)
 
@@ -1172,5 +1173,5 @@ class FakeBotAPI:
             event = self._updates_event
             try:
                 await asyncio.wait_for(event.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass

@@ -10,6 +10,7 @@ from typing import Any
 from services.errors import DeliveryError, MessageGone
 from services.ports import IncidentCard
 
+
 @dataclass
 class Sent:
     kind: str  # card | message

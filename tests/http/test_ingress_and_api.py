@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import AppUnderTest, eventually, fixture, start_app, app_settings
+from tests.harness import AppUnderTest, app_settings, eventually, fixture, start_app
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from services.errors import PermanentDeliveryError, RateLimited, TransientDeliveryError
-from services.sources.alertmanager import parse_alertmanager
 from services.ports import ChatTarget
+from services.sources.alertmanager import parse_alertmanager
 from tests.harness import APPROVER, fixture
 from tests.service.conftest import World
 
