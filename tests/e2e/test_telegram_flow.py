@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+from datetime import UTC, datetime
 import re
 
 from tests.fakes.botapi import FakeBotAPI
@@ -225,6 +226,9 @@ async def test_strangers_cannot_read_incidents_outside_the_card_chat(app: AppUnd
 
 async def test_details_pressed_twice_in_a_minute_posts_once(app: AppUnderTest, bot_api: FakeBotAPI) -> None:
     card = await first_card(app, bot_api)
+    second = datetime.now(UTC).second
+    if second >= 55:  # the de-duplication bucket is the clock minute: do not straddle its end
+        await asyncio.sleep(61 - second)
     for _ in range(3):
         bot_api.inject_callback(CHAT_ID, VIEWER, card["message_id"], button(card, "🔍"))
     answers = await bot_api.wait_for("answerCallbackQuery", count=3)
