@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -20,9 +19,10 @@ from aiohttp import web
 
 from bot.chat.console import ConsoleGateway
 from bot.chat.telegram import TelegramGateway
-from bot.cli import INGEST_TOKEN_KEY, send_test_alert
+from bot.cli import send_test_alert
 from bot.deps import Deps
 from bot.dispatcher import build_dispatcher
+from bot.ingest_token import ensure_ingest_token
 from bot.logging import configure_logging
 from bot.polling import supervise_polling
 from bot.render import Renderer
@@ -65,15 +65,6 @@ def build_app(settings: Settings, *, clock: Clock = utcnow, console: TextIO | No
 
     app.cleanup_ctx.append(lifespan)
     return app
-
-
-async def ensure_ingest_token(db: Database, settings: Settings) -> tuple[str, bool]:
-    """(token, generated): the configured token, or one generated at first start and kept in the database."""
-    if settings.ingest_token is not None:
-        return settings.ingest_token.get_secret_value(), False
-    async with db.write() as tx:
-        token = await tx.kv.put_if_absent(INGEST_TOKEN_KEY, secrets.token_urlsafe(24))
-    return token, True
 
 
 @contextlib.asynccontextmanager
@@ -173,7 +164,7 @@ BANNER: web.AppKey[Banner] = web.AppKey("banner", Banner)
 
 
 def banner_text(settings: Settings, banner: Banner, base_url: str) -> str:
-    if settings.telegram_token is None:
+    if not settings.telegram_enabled:
         telegram = "not configured: cards are written to this console (set ALERTPILOT_TELEGRAM_TOKEN)"
     elif settings.telegram_chat_id is None:
         telegram = ("configured (long polling), but ALERTPILOT_TELEGRAM_CHAT_ID is not set: cards go to this console;"

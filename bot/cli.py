@@ -8,10 +8,8 @@ from typing import Any
 
 import httpx
 
+from bot.ingest_token import stored_ingest_token
 from bot.settings import Settings
-from storage.db import Database
-
-INGEST_TOKEN_KEY = "ingest_token"
 
 
 def sample_payload(test_id: str, *, resolved: bool, now: datetime) -> dict[str, Any]:
@@ -51,18 +49,6 @@ def sample_payload(test_id: str, *, resolved: bool, now: datetime) -> dict[str, 
             }
         ],
     }
-
-
-async def stored_ingest_token(settings: Settings) -> str | None:
-    if settings.ingest_token is not None:
-        return settings.ingest_token.get_secret_value()
-    db = Database(settings.database_url)
-    try:
-        await db.create_schema()
-        async with db.read() as tx:
-            return await tx.kv.get(INGEST_TOKEN_KEY)
-    finally:
-        await db.dispose()
 
 
 async def send_test_alert(settings: Settings, *, resolve: str | None, url: str | None) -> int:

@@ -36,6 +36,5 @@ class Deps:
             "approvals": self.approvals,
             "analysis": self.analysis,
             "chat": self.chat,
-            "queries": self.queries,
             "renderer": self.renderer,
         }

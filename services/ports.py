@@ -21,7 +21,6 @@ class CardAction(StrEnum):
 
 
 DECISION_ACTIONS = (CardAction.APPROVE, CardAction.REJECT)
-INFO_ACTIONS = (CardAction.DETAILS, CardAction.HISTORY)
 
 
 @dataclass(frozen=True)

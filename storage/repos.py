@@ -143,9 +143,6 @@ class AlertRepo:
     def __init__(self, session: AsyncSession) -> None:
         self._s = session
 
-    async def find_active(self, active_key: str) -> Alert | None:
-        return (await self._s.execute(select(Alert).where(Alert.active_key == active_key))).scalar_one_or_none()
-
     async def find_active_many(self, active_keys: Sequence[str]) -> dict[str, Alert]:
         found: dict[str, Alert] = {}
         unique = list(dict.fromkeys(active_keys))
@@ -503,5 +500,3 @@ class Tx:
         self.outbox = OutboxRepo(session)
         self.kv = KeyValueRepo(session)
 
-
-__all__ = ["Tx", "OutboxKind"]

@@ -41,16 +41,17 @@ async def post(app: AppProcess, payload: dict) -> httpx.Response:
         return await client.post("/webhooks/alertmanager", json=payload, headers={"Authorization": f"Bearer {TOKEN}"})
 
 
-async def decision_of(app: AppProcess, ref: str) -> dict | None:
+async def incident(app: AppProcess, ref: str) -> dict:
     async with httpx.AsyncClient(base_url=app.base_url, timeout=10) as client:
-        body = (await client.get(f"/api/incidents/{ref}", headers={"Authorization": f"Bearer {TOKEN}"})).json()
-    return body.get("decision")
+        return (await client.get(f"/api/incidents/{ref}", headers={"Authorization": f"Bearer {TOKEN}"})).json()
+
+
+async def decision_of(app: AppProcess, ref: str) -> dict | None:
+    return (await incident(app, ref)).get("decision")
 
 
 async def card_refs(app: AppProcess) -> list[dict]:
-    async with httpx.AsyncClient(base_url=app.base_url, timeout=10) as client:
-        body = (await client.get("/api/incidents/INC-1", headers={"Authorization": f"Bearer {TOKEN}"})).json()
-    return body["messages"]
+    return (await incident(app, "INC-1"))["messages"]
 
 
 async def test_kill_between_ingest_and_card_then_restart_sends_card_once(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import html
-from datetime import UTC, datetime
 import re
+from datetime import UTC, datetime
 
 from tests.fakes.botapi import FakeBotAPI
 from tests.harness import (

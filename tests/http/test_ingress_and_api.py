@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.cli import send_test_alert
 from tests.harness import AppUnderTest, app_settings, eventually, fixture, start_app
 
 
@@ -150,3 +151,23 @@ async def test_read_api_rejects_absurd_offsets_and_non_ascii_tokens(plain_app: A
     assert (await plain_app.get("/api/alerts", offset="99999999999999999999")).status_code == 400
     response = await plain_app.http.get("/api/stats", headers={"Authorization": b"Bearer \xff\xfe"})
     assert response.status_code == 401
+
+
+async def test_send_test_alert_fires_and_resolves_with_the_generated_token(tmp_path: Path, capsys) -> None:
+    settings = app_settings(tmp_path, ingest_token=None)  # the token is generated at first start and stored
+    running = await start_app(settings)
+    try:
+        assert await send_test_alert(settings, resolve=None, url=running.base_url) == 0
+        test_id = capsys.readouterr().out.split("--resolve ")[1].split()[0]
+        assert await send_test_alert(settings, resolve=test_id, url=running.base_url) == 0
+        body = (await running.http.get("/api/incidents", headers={"Authorization": f"Bearer {running.deps.ingest_token}"})).json()
+        assert body["total"] == 1 and body["items"][0]["status"] == "resolved"
+        assert body["items"][0]["alertname"] == "KubePodCrashLooping"
+    finally:
+        await running.stop()
+
+
+async def test_send_test_alert_says_what_is_wrong_when_nothing_runs(tmp_path: Path, capsys) -> None:
+    settings = app_settings(tmp_path, ingest_token=None)
+    assert await send_test_alert(settings, resolve=None, url="http://127.0.0.1:9") == 2  # no token stored yet
+    assert "start alertpilot once" in capsys.readouterr().out
