@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     telegram_chat_id: int | None = None
     telegram_api_base: str = OFFICIAL_TELEGRAM_API
     telegram_polling_timeout: int = Field(default=25, ge=1, le=60)
+
+    # The AI model: any OpenAI-compatible chat-completions server (OpenAI, vLLM, Ollama /v1, llama.cpp).
+    ai_base_url: str | None = None
+    ai_api_key: SecretStr | None = None
+    ai_model: str | None = None
+    ai_timeout_seconds: float = Field(default=20.0, gt=0, le=600)
+    decision_sla_seconds: float = Field(default=30.0, gt=0, le=3600)
+    playbooks_file: str | None = None
 
     roles: str = ""
     timezone: str = "Asia/Taipei"
@@ -77,14 +85,23 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
 
-    @field_validator("telegram_token", "ingest_token", mode="before")
+    @field_validator("ai_base_url")
+    @classmethod
+    def _ai_base(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL such as http://127.0.0.1:11434/v1")
+        return value.rstrip("/")
+
+    @field_validator("telegram_token", "ingest_token", "ai_api_key", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("telegram_chat_id", mode="before")
+    @field_validator("telegram_chat_id", "ai_base_url", "ai_model", "playbooks_file", mode="before")
     @classmethod
-    def _blank_chat_is_unset(cls, value: object) -> object:
+    def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @property
@@ -104,6 +121,17 @@ class Settings(BaseSettings):
     def telegram_enabled(self) -> bool:
         return self.telegram_token is not None
 
+    @property
+    def ai_enabled(self) -> bool:
+        return self.ai_base_url is not None and self.ai_model is not None
+
+    @model_validator(mode="after")
+    def _ai_complete(self) -> Settings:
+        if (self.ai_base_url is None) != (self.ai_model is None):
+            missing = "ALERTPILOT_AI_MODEL" if self.ai_model is None else "ALERTPILOT_AI_BASE_URL"
+            raise ValueError(f"the AI model needs both ALERTPILOT_AI_BASE_URL and ALERTPILOT_AI_MODEL; {missing} is not set")
+        return self
+
 
 def load_settings(**overrides: object) -> Settings:
     """Build Settings from the environment (and .env); turn validation errors into one readable message."""
@@ -112,6 +140,8 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            lines.append(f"ALERTPILOT_{field.upper()}: {err['msg']}")
+            if err["loc"]:
+                lines.append(f"ALERTPILOT_{str(err['loc'][0]).upper()}: {err['msg']}")
+            else:  # a rule across several variables names them itself
+                lines.append(str(err["msg"]).removeprefix("Value error, "))
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from exc

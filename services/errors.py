@@ -51,3 +51,32 @@ class MessageGone(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """A 4xx other than rate limiting: retrying the same request cannot succeed."""
+
+
+# --- the AI model, raised by services.llm and handled by the decision engine and the assistant ---
+
+
+class ModelError(AlertpilotError):
+    """The model gave no answer. ``reason`` is a short metric-friendly word."""
+
+    reason = "unavailable"
+
+
+class ModelTimeout(ModelError):
+    reason = "timeout"
+
+
+class ModelUnavailable(ModelError):
+    """HTTP error status, connection refused or reset, or a reply that is not a chat completion."""
+
+    reason = "unavailable"
+
+
+class InvalidModelOutput(ModelError):
+    """The model answered, but not with the JSON asked for (after the repair attempt)."""
+
+    reason = "invalid_output"
+
+
+class InvalidPlaybooks(AlertpilotError):
+    """The playbooks file is unreadable or wrong; the message names the file, the playbook and the field."""

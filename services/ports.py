@@ -110,17 +110,54 @@ class IncidentFacts:
 
 @dataclass(frozen=True)
 class ProposalDraft:
-    source: str
+    source: str  # rules | playbook | ai
     root_cause: str
     command: str
     risk: str
     reasoning: str
     category: str = ""
     model: str | None = None
-    confidence: float | None = None
+    confidence: float | None = None  # only the AI model claims one
+    playbook_id: int | None = None
+    playbook_name: str | None = None
+    steps: tuple[str, ...] = ()  # a playbook's later steps, after ``command``
 
 
 class DecisionEngine(Protocol):
     """Produces a proposal for an incident. The rule engine never fails; others may raise or time out."""
 
     async def propose(self, facts: IncidentFacts) -> ProposalDraft: ...
+
+
+# --- the AI model (an OpenAI-compatible chat-completions server) ---------------------------------
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """One chat completion. ``response_format`` says which structured-output mode the server accepted:
+    ``json_schema``, ``json_object``, or ``prompt`` (none: the prompt alone asks for JSON) — ``text`` when
+    no structure was requested."""
+
+    text: str
+    model: str
+    response_format: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None  # "length" means the answer was cut off
+
+
+class ChatModel(Protocol):
+    """A chat-completions model. ``complete`` raises services.errors.ModelError subclasses (never httpx
+    errors): ModelTimeout, ModelUnavailable (HTTP status, connection refused/reset, malformed envelope)."""
+
+    name: str
+
+    async def complete(
+        self, messages: list[dict[str, str]], *, json_schema: dict[str, Any] | None = None, max_tokens: int = 800
+    ) -> ModelReply: ...
+
+
+class Prompts(Protocol):
+    """Renders a prompt template (templates/ai/<name>.j2) to plain text."""
+
+    def prompt(self, name: str, **context: Any) -> str: ...

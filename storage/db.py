@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Connection, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -45,8 +45,13 @@ class Database:
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
     async def create_schema(self) -> None:
+        """Create missing tables, add columns that later releases added (nullable ones only), and the
+        full-text index of the knowledge base. Idempotent; there are no destructive migrations yet."""
         async with self.engine.begin() as conn:
             await conn.run_sync(SQLModel.metadata.create_all)
+            await conn.run_sync(_add_missing_columns)
+            for statement in SQLITE_FTS if self.is_sqlite else POSTGRES_FTS:
+                await conn.execute(text(statement))
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:
@@ -72,6 +77,33 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+SQLITE_FTS = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_fts USING fts5("
+    "title, search_text, tokenize = 'unicode61 remove_diacritics 2')",
+)
+POSTGRES_FTS = (
+    "CREATE INDEX IF NOT EXISTS ix_knowledge_fts ON knowledgeentry "
+    "USING GIN (to_tsvector('simple', title || ' ' || search_text))",
+)
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Additive schema changes for databases made by an earlier release: ALTER TABLE ADD COLUMN for each
+    nullable column the table lacks. A missing NOT NULL column is a migration this cannot do: say so."""
+    inspector = inspect(conn)
+    for table in SQLModel.metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise RuntimeError(
+                    f"table {table.name} lacks NOT NULL column {column.name}: this database needs a migration"
+                )
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

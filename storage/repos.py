@@ -8,20 +8,23 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.tables import (
     Alert,
     AlertStatus,
+    Decision,
     Incident,
     IncidentStatus,
     KeyValue,
+    KnowledgeEntry,
     MessageRef,
     Outbox,
     OutboxKind,
     OutboxState,
+    Playbook,
     Proposal,
     ProposalState,
     TimelineEvent,
@@ -262,6 +265,16 @@ class ProposalRepo:
         )
         return result.rowcount == 1
 
+    async def previous(self, incident_id: int) -> Proposal | None:
+        """The newest proposal that is no longer current (the one a re-analyse replaced)."""
+        rows = await self._s.execute(
+            select(Proposal)
+            .where(Proposal.incident_id == incident_id, Proposal.is_current.is_(False))  # type: ignore[attr-defined]
+            .order_by(Proposal.id.desc())  # type: ignore[union-attr]
+            .limit(1)
+        )
+        return rows.scalar_one_or_none()
+
     async def expire_pending(self, incident_id: int) -> bool:
         result = await self._s.execute(
             update(Proposal)
@@ -487,6 +500,111 @@ class KeyValueRepo:
         return value
 
 
+class DecisionRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def add(self, decision: Decision) -> Decision:
+        self._s.add(decision)
+        await self._s.flush()
+        return decision
+
+    async def of_incident(self, incident_id: int) -> list[Decision]:
+        rows = await self._s.execute(select(Decision).where(Decision.incident_id == incident_id).order_by(Decision.id))  # type: ignore[arg-type]
+        return list(rows.scalars())
+
+
+class KnowledgeRepo:
+    """Knowledge entries and their full-text search: SQLite FTS5 (``knowledge_fts``, BM25 with the title
+    weighted 3:1) or PostgreSQL tsvector ('simple' configuration, ts_rank). ``terms`` are plain words
+    (letters and digits only, already lower-cased); each matches as a prefix, any term may match, the
+    best-ranked entries come first."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def add(self, entry: KnowledgeEntry) -> KnowledgeEntry:
+        self._s.add(entry)
+        await self._s.flush()
+        if self._dialect() == "sqlite":
+            await self._s.execute(
+                text("INSERT INTO knowledge_fts (rowid, title, search_text) VALUES (:id, :title, :search)"),
+                {"id": entry.id, "title": entry.title, "search": entry.search_text},
+            )
+        return entry
+
+    async def get(self, entry_id: int) -> KnowledgeEntry | None:
+        return await self._s.get(KnowledgeEntry, entry_id)
+
+    async def count(self) -> int:
+        return int((await self._s.execute(select(func.count()).select_from(KnowledgeEntry))).scalar_one())
+
+    async def of_incident(self, incident_id: int) -> list[KnowledgeEntry]:
+        rows = await self._s.execute(
+            select(KnowledgeEntry).where(KnowledgeEntry.incident_id == incident_id).order_by(KnowledgeEntry.id)  # type: ignore[arg-type]
+        )
+        return list(rows.scalars())
+
+    async def search(self, terms: Sequence[str], limit: int) -> list[KnowledgeEntry]:
+        words = [t for t in terms if t.isalnum()]
+        if not words:
+            return []
+        if self._dialect() == "sqlite":
+            query = " OR ".join(f'"{w}"*' for w in words)
+            rows = await self._s.execute(
+                text(
+                    "SELECT rowid FROM knowledge_fts WHERE knowledge_fts MATCH :q "
+                    "ORDER BY bm25(knowledge_fts, 3.0, 1.0), rowid DESC LIMIT :n"
+                ),
+                {"q": query, "n": limit},
+            )
+        else:
+            query = " | ".join(f"{w}:*" for w in words)
+            rows = await self._s.execute(
+                text(
+                    "SELECT id FROM knowledgeentry, to_tsquery('simple', :q) AS q "
+                    "WHERE to_tsvector('simple', title || ' ' || search_text) @@ q "
+                    "ORDER BY ts_rank(setweight(to_tsvector('simple', title), 'A') || "
+                    "to_tsvector('simple', search_text), q) DESC, id DESC LIMIT :n"
+                ),
+                {"q": query, "n": limit},
+            )
+        ids = [int(r[0]) for r in rows]
+        if not ids:
+            return []
+        found = await self._s.execute(select(KnowledgeEntry).where(KnowledgeEntry.id.in_(ids)))  # type: ignore[union-attr]
+        by_id = {e.id: e for e in found.scalars()}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def _dialect(self) -> str:
+        return self._s.get_bind().dialect.name
+
+
+class PlaybookRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def enabled(self) -> list[Playbook]:
+        rows = await self._s.execute(select(Playbook).where(Playbook.enabled.is_(True)).order_by(Playbook.id))  # type: ignore[attr-defined,arg-type]
+        return list(rows.scalars())
+
+    async def all(self) -> list[Playbook]:
+        rows = await self._s.execute(select(Playbook).order_by(Playbook.id))  # type: ignore[arg-type]
+        return list(rows.scalars())
+
+    async def get(self, playbook_id: int) -> Playbook | None:
+        return await self._s.get(Playbook, playbook_id)
+
+    async def by_name(self, name: str) -> Playbook | None:
+        rows = await self._s.execute(select(Playbook).where(Playbook.name == name))
+        return rows.scalar_one_or_none()
+
+    async def add(self, playbook: Playbook) -> Playbook:
+        self._s.add(playbook)
+        await self._s.flush()
+        return playbook
+
+
 class Tx:
     """One session (one transaction when opened by ``Database.write``) and the repositories on it."""
 
@@ -499,4 +617,7 @@ class Tx:
         self.refs = MessageRefRepo(session)
         self.outbox = OutboxRepo(session)
         self.kv = KeyValueRepo(session)
+        self.decisions = DecisionRepo(session)
+        self.knowledge = KnowledgeRepo(session)
+        self.playbooks = PlaybookRepo(session)
 

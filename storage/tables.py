@@ -46,6 +46,15 @@ def json_col() -> Any:
     return Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
+def json_list() -> Any:
+    return Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+def added_json() -> Any:
+    """A JSON column added after the first release: nullable, so existing databases gain it in place."""
+    return Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
 class IncidentStatus(StrEnum):
     FIRING = "firing"
     RESOLVED = "resolved"
@@ -149,6 +158,84 @@ class Proposal(SQLModel, table=True):
     decided_at: datetime | None = ts(nullable=True)
     decision_reason: str | None = None
     created_at: datetime = ts()
+    # Added with the decision engine (nullable: existing databases gain them in place).
+    decision_id: int | None = Field(default=None, foreign_key="decision.id")
+    fallback_reason: str | None = None  # why the rules answered although a model is configured
+    playbook_id: int | None = Field(default=None, foreign_key="playbook.id")
+    playbook_name: str | None = None
+    steps: list[str] | None = added_json()  # a playbook's later steps (``command`` is the first)
+
+
+class DecisionOutcome(StrEnum):
+    USED = "used"  # became the incident's proposal
+    LATE = "late"  # the model answered after the SLA: kept for the record, the card was not flipped
+    FAILED = "failed"  # the model was asked and gave no usable answer
+
+
+class Decision(SQLModel, table=True):
+    """One engine's answer (or failure) for an incident: the audit of how each proposal was reached."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int = Field(foreign_key="incident.id", index=True)
+    source: str  # playbook | ai | rules
+    model: str | None = None
+    outcome: str = DecisionOutcome.USED
+    fallback_reason: str | None = None
+    latency_ms: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    response_format: str | None = None  # json_schema | json_object | prompt (what the model server accepted)
+    repaired: bool = False
+    proposal: dict[str, Any] = json_col()  # root_cause, command, risk, confidence, reasoning
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    fresh: bool = False  # a re-analyse: the playbook was skipped
+    created_at: datetime = ts()
+
+
+class KnowledgeSource(StrEnum):
+    HUMAN = "human"  # /note
+    AUTO = "auto"  # learned from an outcome
+    IMPORT = "import"
+
+
+class KnowledgeEntry(SQLModel, table=True):
+    """A knowledge-base entry. Full-text search lives behind KnowledgeRepo.search (SQLite FTS5 table
+    ``knowledge_fts``, PostgreSQL tsvector over ``search_text``)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    body: str = Field(default="", sa_column=Column(Text, nullable=False))
+    tags: list[str] = json_list()
+    category: str = ""
+    services: list[str] = json_list()
+    source: str = KnowledgeSource.HUMAN
+    incident_id: int | None = Field(default=None, foreign_key="incident.id", index=True)
+    created_by: str | None = None
+    created_at: datetime = ts(index=True)
+    search_text: str = Field(default="", sa_column=Column(Text, nullable=False))  # normalised words, indexed
+
+
+class PlaybookSource(StrEnum):
+    FILE = "file"  # ALERTPILOT_PLAYBOOKS_FILE
+    LEARNED = "learned"
+
+
+class Playbook(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False))
+    # {"alertnames": [...], "services": [...], "severities": [...], "matchers": ["namespace=prod", ...]}
+    symptoms: dict[str, Any] = json_col()
+    steps: list[dict[str, str]] = json_list()  # [{"name": ..., "command": "kubectl -n {namespace} ..."}]
+    category: str = ""
+    risk: str = ""
+    root_cause: str = Field(default="", sa_column=Column(Text, nullable=False))
+    executions: int = 0
+    successes: int = 0
+    source: str = PlaybookSource.FILE
+    enabled: bool = True
+    created_at: datetime = ts()
+    updated_at: datetime = ts()
 
 
 class TimelineEvent(SQLModel, table=True):
