@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TextIO
 
+import httpx
 import structlog
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -27,19 +28,26 @@ from bot.logging import configure_logging
 from bot.polling import supervise_polling
 from bot.render import Renderer
 from bot.settings import Settings, SettingsError, load_settings
-from handlers.http import api, health, ingress
+from handlers.http import api, health, ingress, metrics
 from handlers.http.common import DEPS, MAX_BODY_BYTES, HttpDeps
 from handlers.http.middleware import error_middleware
+from services.ai import AIAdvisor
 from services.analysis import AnalysisService
 from services.approvals import ApprovalService
+from services.assistant import AssistantService
 from services.chat import ChatService
+from services.decision import DecisionService
+from services.errors import InvalidPlaybooks
 from services.incidents import IncidentService
+from services.knowledge import KnowledgeService
+from services.llm import OpenAICompatibleModel
+from services.metrics import Metrics
 from services.notify import Notifier, Wakeup
 from services.outbox import OutboxSender
 from services.pacing import Pacer
+from services.playbooks import PlaybookService, PlaybookSpec, load_playbooks_file
 from services.ports import ChannelLimits, ChatGateway, ChatTarget
 from services.queries import IncidentQueries
-from services.rules import RuleEngine
 from storage.clock import Clock, utcnow
 from storage.db import Database
 
@@ -58,6 +66,7 @@ def build_app(settings: Settings, *, clock: Clock = utcnow, console: TextIO | No
     app.add_routes(ingress.routes)
     app.add_routes(api.routes)
     app.add_routes(health.routes)
+    app.add_routes(metrics.routes)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         async with _running(app, settings, clock, console):
@@ -92,7 +101,26 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
 
     notifier = Notifier(card_targets, outbox_wakeup)
     queries = IncidentQueries(db)
-    analysis = AnalysisService(db, RuleEngine(), notifier, roles, clock, analysis_wakeup)
+    counters = Metrics()
+    knowledge = KnowledgeService(db, clock, roles)
+    playbooks = PlaybookService(db, clock)
+    specs = playbook_specs(settings)  # checked before start-up by serve(); raises InvalidPlaybooks
+    if specs is not None:
+        synced = await playbooks.sync(specs)
+        log.info("playbooks_loaded", file=settings.playbooks_file, result=str(synced))
+    ai_client: httpx.AsyncClient | None = None
+    advisor: AIAdvisor | None = None
+    if settings.ai_base_url is not None and settings.ai_model is not None:
+        # One client for the model server, opened here and closed at shutdown (house style §10).
+        ai_client = httpx.AsyncClient(base_url=settings.ai_base_url + "/", timeout=settings.ai_timeout_seconds)
+        api_key = settings.ai_api_key.get_secret_value() if settings.ai_api_key is not None else None
+        model = OpenAICompatibleModel(ai_client, model=settings.ai_model, api_key=api_key, timeout=settings.ai_timeout_seconds)
+        advisor = AIAdvisor(model, renderer, counters)
+    decisions = DecisionService(
+        db, playbooks, knowledge, advisor, counters, clock, sla_seconds=settings.decision_sla_seconds
+    )
+    chat = ChatService(db, queries, notifier, roles, clock)
+    analysis = AnalysisService(db, decisions, queries, notifier, roles, clock, analysis_wakeup)
     deps = Deps(
         settings=settings,
         db=db,
@@ -102,12 +130,20 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         queries=queries,
         approvals=ApprovalService(db, notifier, roles, clock),
         analysis=analysis,
-        chat=ChatService(db, queries, notifier, roles, clock),
+        chat=chat,
+        decisions=decisions,
+        knowledge=knowledge,
+        playbooks=playbooks,
+        assistant=AssistantService(
+            queries, knowledge, playbooks, advisor, chat, clock, budget_seconds=settings.decision_sla_seconds
+        ),
+        metrics=counters,
         ingest_token=token,
         telegram_state="polling" if bot is not None else "not configured",
     )
     app[FULL_DEPS] = deps
-    app[DEPS] = HttpDeps(db=db, incidents=deps.incidents, queries=queries, ingest_token=token, telegram_state=deps.telegram_state)
+    app[DEPS] = HttpDeps(db=db, incidents=deps.incidents, queries=queries, ingest_token=token, telegram_state=deps.telegram_state,
+                           metrics=counters)
 
     limits = {
         "telegram": ChannelLimits(settings.chat_rate_per_second, settings.group_rate_per_minute, settings.bot_rate_per_second),
@@ -147,6 +183,9 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await decisions.aclose()
+        if ai_client is not None:
+            await ai_client.aclose()
         if bot is not None:
             await bot.session.close()
         await db.dispose()
@@ -179,10 +218,27 @@ def banner_text(settings: Settings, banner: Banner, base_url: str) -> str:
             f"  database       {settings.database_url_display}",
             f"  ingest token   {banner.token}  ({origin})",
             f"  telegram       {telegram}",
-            "  decisions      rule engine · executor: dry run (execution not enabled yet)",
+            f"  decisions      {decisions_text(settings)}",
+            "  executor       dry run (execution not enabled yet)",
             "  try it         alertpilot send-test-alert",
         ]
     )
+
+
+def decisions_text(settings: Settings) -> str:
+    playbooks = f"playbooks from {settings.playbooks_file} → " if settings.playbooks_file else "playbooks → "
+    if settings.ai_base_url is None or settings.ai_model is None:
+        model = "no AI model (set ALERTPILOT_AI_BASE_URL and ALERTPILOT_AI_MODEL) → "
+    else:
+        model = f"AI {settings.ai_model} at {settings.ai_base_url} → "
+    return f"{playbooks}{model}rules, within {settings.decision_sla_seconds:g} s"
+
+
+def playbook_specs(settings: Settings) -> list[PlaybookSpec] | None:
+    """The playbooks of ALERTPILOT_PLAYBOOKS_FILE (None when unset). Raises InvalidPlaybooks."""
+    if settings.playbooks_file is None:
+        return None
+    return load_playbooks_file(settings.playbooks_file)
 
 
 async def check_database(settings: Settings) -> str | None:
@@ -206,6 +262,11 @@ async def serve(settings: Settings) -> int:
     problem = await check_database(settings)
     if problem is not None:
         print(f"alertpilot: ALERTPILOT_DATABASE_URL: cannot open {settings.database_url_display}: {problem}", file=sys.stderr)
+        return 2
+    try:
+        playbook_specs(settings)
+    except InvalidPlaybooks as exc:
+        print(f"alertpilot: ALERTPILOT_PLAYBOOKS_FILE: {exc}", file=sys.stderr)
         return 2
     app = build_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -9,9 +9,14 @@ from bot.render import Renderer
 from bot.settings import Settings
 from services.analysis import AnalysisService
 from services.approvals import ApprovalService
+from services.assistant import AssistantService
 from services.chat import ChatService
+from services.decision import DecisionService
 from services.incidents import IncidentService
+from services.knowledge import KnowledgeService
+from services.metrics import Metrics
 from services.notify import Notifier
+from services.playbooks import PlaybookService
 from services.queries import IncidentQueries
 from storage.db import Database
 
@@ -27,6 +32,11 @@ class Deps:
     approvals: ApprovalService
     analysis: AnalysisService
     chat: ChatService
+    decisions: DecisionService
+    knowledge: KnowledgeService
+    playbooks: PlaybookService
+    assistant: AssistantService
+    metrics: Metrics
     ingest_token: str
     telegram_state: str  # "polling" | "not configured"
 
@@ -36,5 +46,6 @@ class Deps:
             "approvals": self.approvals,
             "analysis": self.analysis,
             "chat": self.chat,
+            "assistant": self.assistant,
             "renderer": self.renderer,
         }

@@ -41,6 +41,10 @@ class Renderer:
     def render(self, name: str, **context: Any) -> str:
         return self.env.get_template(name).render(**context).strip()
 
+    def prompt(self, name: str, **context: Any) -> str:
+        """An AI prompt (templates/ai/<name>.j2; plain text, no escaping): the services.ports.Prompts port."""
+        return self.render(f"ai/{name}.j2", **context)
+
     def strings(self, channel: str) -> Any:
         """Named strings (button labels…) exported by templates/<channel>/strings.j2."""
         return self.env.get_template(f"{channel}/strings.j2").module

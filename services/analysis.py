@@ -1,8 +1,10 @@
 """Analysis: turn an incident into a proposal through the decision engine, durably.
 
 ``needs_analysis`` on the incident is the to-do. The worker claims an incident (compare-and-set, so one
-process does it), asks the engine, and stores the proposal, clears the to-do and queues the card edit in
-one transaction. A crash in between leaves the to-do set, and the claim expires, so it is done again.
+process does it), asks the decision engine, and stores the decision rows and the proposal, clears the
+to-do and queues the card edit in one transaction. A crash in between leaves the to-do set, and the claim
+expires, so it is done again. Several incidents are analysed at once (a slow model must not make the
+second incident of a storm wait for the first one's SLA).
 """
 
 from __future__ import annotations
@@ -17,24 +19,29 @@ import structlog
 from services.actions import ActionResult, Actor, Outcome
 from services.errors import IncidentNotFound
 from services.incidents import incident_ref
+from services.decision import DecisionResult, DecisionService
 from services.notify import Notifier, Wakeup
-from services.ports import DecisionEngine, IncidentFacts, ProposalDraft
+from services.ports import IncidentFacts
+from services.queries import IncidentQueries
 from services.roles import Role, RoleMap
 from services.rules import propose as rules_propose
+from services.views import clip
 from storage.clock import Clock
 from storage.db import Database
-from storage.tables import IncidentStatus, Proposal, ProposalState
+from storage.tables import Decision, DecisionOutcome, IncidentStatus, Proposal, ProposalState
 
 log = structlog.get_logger(__name__)
 
-CLAIM_TTL = timedelta(seconds=90)
+CLAIM_MARGIN = timedelta(seconds=60)  # a claim outlives the decision SLA by this much before others may retry
+CONCURRENCY = 8
 
 
 class AnalysisService:
     def __init__(
         self,
         db: Database,
-        engine: DecisionEngine,
+        decisions: DecisionService,
+        queries: IncidentQueries,
         notifier: Notifier,
         roles: RoleMap,
         clock: Clock,
@@ -43,7 +50,9 @@ class AnalysisService:
         owner: str | None = None,
         poll_seconds: float = 2.0,
     ) -> None:
-        self._db, self._engine, self._notify, self._roles, self._now = db, engine, notifier, roles, clock
+        self._db, self._decisions, self._queries = db, decisions, queries
+        self._notify, self._roles, self._now = notifier, roles, clock
+        self._claim_ttl = timedelta(seconds=decisions.sla_seconds) + CLAIM_MARGIN
         self._wakeup = wakeup
         self._listener = wakeup.listener()
         self._owner = owner or f"analysis-{uuid.uuid4().hex[:8]}"
@@ -73,21 +82,29 @@ class AnalysisService:
         while True:
             now = self._now()
             async with self._db.read() as tx:
-                waiting = await tx.incidents.awaiting_analysis(now - CLAIM_TTL)
+                waiting = await tx.incidents.awaiting_analysis(now - self._claim_ttl, limit=CONCURRENCY)
             if not waiting:
                 return done
-            for incident_id in waiting:
-                if await self.analyse(incident_id):
+            results = await asyncio.gather(*(self.analyse(i) for i in waiting), return_exceptions=True)
+            for incident_id, result in zip(waiting, results, strict=True):
+                if isinstance(result, BaseException):
+                    if isinstance(result, asyncio.CancelledError):
+                        raise result
+                    log.error("analysis_failed", incident_id=incident_id, error=repr(result))
+                elif result:
                     done += 1
+            if not any(r is True for r in results):
+                return done  # nothing could be claimed (another worker has them): do not spin
 
     async def analyse(self, incident_id: int) -> bool:
         now = self._now()
         async with self._db.write() as tx:
-            if not await tx.incidents.claim_analysis(incident_id, self._owner, now, now - CLAIM_TTL):
+            if not await tx.incidents.claim_analysis(incident_id, self._owner, now, now - self._claim_ttl):
                 return False
             incident = await tx.incidents.get(incident_id)
             assert incident is not None
             alerts = await tx.alerts.of_incident(incident_id)
+            history = await self._queries.history(tx, incident)
         first = alerts[0] if alerts else None
         facts = IncidentFacts(
             incident_id=incident_id,
@@ -99,25 +116,35 @@ class AnalysisService:
             annotations=dict(first.annotations) if first else {},
             alerts=[{"labels": a.labels, "annotations": a.annotations, "status": a.status} for a in alerts[:20]],
         )
+        # A re-analyse (requested by someone) asks for a fresh opinion: the playbook is skipped.
+        requested_by = incident.analysis_requested_by
         started = time.monotonic()
         try:
-            draft = await self._engine.propose(facts)
-        except Exception:
-            # The engine port promises an answer; if an implementation breaks that promise, rules answer.
+            result = await self._decisions.decide(facts, fresh=requested_by is not None, history=history)
+        except Exception as exc:
+            # The engine promises an answer; if it breaks that promise, the rules answer.
             log.exception("decision_engine_failed", incident_id=incident_id)
             draft = rules_propose(facts)
-        latency_ms = int((time.monotonic() - started) * 1000)
-        await self._store(incident_id, draft, latency_ms, requested_by=incident.analysis_requested_by)
+            record = Decision(incident_id=incident_id, source="rules", outcome=DecisionOutcome.USED,
+                              fallback_reason="engine_error", error=repr(exc)[:1000], created_at=self._now())
+            result = DecisionResult(draft, "engine_error", int((time.monotonic() - started) * 1000), [record])
+        await self._store(incident_id, result, requested_by=requested_by)
         return True
 
-    async def _store(self, incident_id: int, draft: ProposalDraft, latency_ms: int, requested_by: str | None) -> None:
-        now = self._now()
+    async def _store(self, incident_id: int, result: DecisionResult, requested_by: str | None) -> None:
+        now, draft = self._now(), result.draft
         async with self._db.write() as tx:
             if not await tx.incidents.finish_analysis(incident_id, self._owner):
                 log.warning("analysis_claim_lost", incident_id=incident_id)
                 return
             incident = await tx.incidents.get(incident_id)
             assert incident is not None
+            used: Decision | None = None
+            for record in result.records:
+                await tx.decisions.add(record)
+                if record.outcome == DecisionOutcome.USED:
+                    used = record
+            previous = await tx.proposals.current(incident_id) or await tx.proposals.previous(incident_id)
             state = ProposalState.PENDING if incident.status == IncidentStatus.FIRING else ProposalState.EXPIRED
             proposal = await tx.proposals.add_current(
                 Proposal(
@@ -130,20 +157,33 @@ class AnalysisService:
                     command=draft.command,
                     risk=draft.risk,
                     reasoning=draft.reasoning,
-                    confidence=draft.confidence,
-                    latency_ms=latency_ms,
+                    confidence=draft.confidence if draft.source == "ai" else None,
+                    latency_ms=result.latency_ms,
                     requested_by=requested_by,
                     created_at=now,
+                    decision_id=None if used is None else used.id,
+                    fallback_reason=result.fallback_reason,
+                    playbook_id=draft.playbook_id,
+                    playbook_name=draft.playbook_name,
+                    steps=list(draft.steps) or None,
                 )
             )
             await tx.timeline.add(
                 incident_id=incident_id, at=now, kind="proposed", actor=requested_by,
-                proposal_id=proposal.id, source=draft.source, command=draft.command, latency_ms=latency_ms,
+                proposal_id=proposal.id, source=draft.source, model=draft.model, command=draft.command,
+                latency_ms=result.latency_ms, fallback_reason=result.fallback_reason,
             )
             await tx.outbox.expedite_cards(incident_id, now)
             await self._notify.card(tx, incident_id, now)
+            if requested_by is not None and previous is not None:
+                await self._notify.thread(
+                    tx, incident_id, "reanalysed",
+                    {"ref": incident_ref(incident_id), "old": clip(previous.command, 300), "new": clip(draft.command, 300),
+                     "source": draft.source, "model": draft.model, "fallback_reason": result.fallback_reason},
+                    now,
+                )
         self._notify.wake()
-        log.info("proposal_stored", incident_id=incident_id, source=draft.source, latency_ms=latency_ms)
+        log.info("proposal_stored", incident_id=incident_id, source=draft.source, latency_ms=result.latency_ms)
 
     async def reanalyse(self, *, incident_id: int, actor: Actor) -> ActionResult:
         ref = incident_ref(incident_id)

@@ -37,6 +37,9 @@ class ProposalView:
     decided_by: str | None
     decided_at: datetime | None
     decision_reason: str | None
+    fallback_reason: str | None = None  # why the rules answered although a model is configured
+    playbook_name: str | None = None
+    steps: tuple[str, ...] = ()  # a playbook's later steps
 
 
 @dataclass(frozen=True)
@@ -121,12 +124,6 @@ class ProposalDraft:
     playbook_id: int | None = None
     playbook_name: str | None = None
     steps: tuple[str, ...] = ()  # a playbook's later steps, after ``command``
-
-
-class DecisionEngine(Protocol):
-    """Produces a proposal for an incident. The rule engine never fails; others may raise or time out."""
-
-    async def propose(self, facts: IncidentFacts) -> ProposalDraft: ...
 
 
 # --- the AI model (an OpenAI-compatible chat-completions server) ---------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from services.errors import IncidentNotFound, InvalidIncidentRef
@@ -11,11 +12,14 @@ from services.ports import IncidentCard
 from services.views import build_card, clip, detail_pages, priority_of, started_of, to_context
 from storage.db import Database
 from storage.repos import Tx
-from storage.tables import Alert, Incident, Proposal, TimelineEvent
+from storage.tables import Alert, Decision, Incident, Proposal, TimelineEvent
 
 _REF = re.compile(r"^(?:inc-?)?#?(\d{1,12})$", re.IGNORECASE)
 MAX_PAGE = 500
 HISTORY_LIMIT = 8
+SUMMARY_ALERTS = 10
+SUMMARY_EVENTS = 30
+EVENT_DETAIL_KEYS = ("name", "source", "model", "command", "reason", "fallback_reason", "state", "text")
 
 
 def parse_incident_ref(text: str) -> int:
@@ -64,6 +68,45 @@ class IncidentQueries:
             proposals = await tx.proposals.of_incidents(i.id for i in incidents if i.id is not None)
             return [_history_item(i, proposals.get(i.id or 0)) for i in incidents], total
 
+    async def recent_incidents(self, *, since: datetime, limit: int) -> list[dict[str, Any]]:
+        async with self._db.read() as tx:
+            incidents = await tx.incidents.created_since(since, limit=limit)
+            proposals = await tx.proposals.of_incidents(i.id for i in incidents if i.id is not None)
+            return [_history_item(i, proposals.get(i.id or 0)) for i in incidents]
+
+    async def summary_facts(self, incident_id: int) -> dict[str, Any]:
+        """One incident as data for a summary (the model's or the rule-based one), every field bounded."""
+        async with self._db.read() as tx:
+            incident = await tx.incidents.get(incident_id)
+            if incident is None:
+                raise IncidentNotFound(incident_ref(incident_id))
+            proposal = await tx.proposals.current(incident_id)
+            alerts = await tx.alerts.of_incident(incident_id)
+            events = await tx.timeline.of_incident(incident_id)
+            notes = await tx.knowledge.of_incident(incident_id)
+        summary = ""
+        if alerts:
+            summary = alerts[0].annotations.get("summary") or alerts[0].annotations.get("description", "")
+        return {
+            "incident": _incident_json(incident, proposal),
+            "summary": clip(summary, 500),
+            "alerts": [
+                {
+                    "alertname": clip(a.alertname, 120),
+                    "status": a.status,
+                    "labels": {clip(k, 40): clip(v, 120) for k, v in list(a.labels.items())[:20]},
+                    "annotations": {clip(k, 40): clip(v, 300) for k, v in list(a.annotations.items())[:6]},
+                    "starts_at": a.starts_at.isoformat() if a.starts_at else None,
+                    "ends_at": a.ends_at.isoformat() if a.ends_at else None,
+                    "repeats": a.repeat_count,
+                }
+                for a in alerts[:SUMMARY_ALERTS]
+            ],
+            "more_alerts": max(0, len(alerts) - SUMMARY_ALERTS),
+            "events": [_summary_event(e) for e in events[-SUMMARY_EVENTS:]],
+            "notes": [{"at": n.created_at.isoformat(), "by": n.created_by, "text": clip(n.body, 500)} for n in notes[-5:]],
+        }
+
     # --- read API -------------------------------------------------------------------------------
 
     async def api_incidents(self, *, status: str | None, limit: int, offset: int) -> dict[str, Any]:
@@ -82,6 +125,7 @@ class IncidentQueries:
             body = _incident_json(incident, proposal)
             body["alerts"] = [_alert_json(a) for a in await tx.alerts.of_incident(incident_id)]
             body["timeline"] = [_event_json(e) for e in await tx.timeline.of_incident(incident_id)]
+            body["decisions"] = [_decision_json(d) for d in await tx.decisions.of_incident(incident_id)]
             body["messages"] = [
                 {"channel": r.channel, "chat_id": r.chat_id, "message_id": r.message_id, "kind": r.kind}
                 for r in await tx.refs.cards_of(incident_id)
@@ -157,6 +201,9 @@ def _proposal_json(p: Proposal) -> dict[str, Any]:
         "reasoning": p.reasoning,
         "confidence": p.confidence,
         "latency_ms": p.latency_ms,
+        "fallback_reason": p.fallback_reason,
+        "playbook": p.playbook_name,
+        "steps": list(p.steps or []),
         "decided_by": p.decided_by,
         "decided_by_name": p.decided_by_name,
         "decided_at": p.decided_at.isoformat() if p.decided_at else None,
@@ -182,6 +229,30 @@ def _alert_json(a: Alert) -> dict[str, Any]:
         "last_seen": a.last_seen.isoformat(),
         "repeat_count": a.repeat_count,
     }
+
+
+def _decision_json(d: Decision) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "source": d.source,
+        "model": d.model,
+        "outcome": d.outcome,
+        "fallback_reason": d.fallback_reason,
+        "latency_ms": d.latency_ms,
+        "prompt_tokens": d.prompt_tokens,
+        "completion_tokens": d.completion_tokens,
+        "response_format": d.response_format,
+        "repaired": d.repaired,
+        "fresh": d.fresh,
+        "proposal": d.proposal,
+        "error": d.error,
+        "created_at": d.created_at.isoformat(),
+    }
+
+
+def _summary_event(e: TimelineEvent) -> dict[str, Any]:
+    detail = {k: clip(str(e.detail[k]), 300) for k in EVENT_DETAIL_KEYS if e.detail.get(k) not in (None, "")}
+    return {"at": e.at.isoformat(), "kind": e.kind, **detail}
 
 
 def _event_json(e: TimelineEvent) -> dict[str, Any]:

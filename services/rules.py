@@ -148,10 +148,3 @@ def _command(action: str, namespace: str, target: str, pod: str | None) -> str:
 
 def _split_camel(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
-
-
-class RuleEngine:
-    """DecisionEngine adapter for the rules; the AI and playbook engines plug in beside it later."""
-
-    async def propose(self, facts: IncidentFacts) -> ProposalDraft:
-        return propose(facts)

@@ -19,14 +19,17 @@ CARD_LIMITS = {
     "service": 80,
     "namespace": 80,
     "summary": 400,
-    "root_cause": 700,
+    "root_cause": 600,
     "command": 500,
-    "reasoning": 500,
+    "reasoning": 400,
     "risk": 40,
     "decided_by": 80,
     "decision_reason": 300,
     "model": 60,
+    "playbook_name": 80,
+    "step": 120,
 }
+CARD_MAX_STEPS = 4
 DETAIL_MAX_LABELS = 25
 DETAIL_MAX_ANNOTATIONS = 6
 # (label value, annotation value) limits, tried in order until one alert fits a page on its own
@@ -118,6 +121,9 @@ def proposal_view(p: Proposal) -> ProposalView:
         decided_by=clip(p.decided_by_name, CARD_LIMITS["decided_by"]) or None,
         decided_at=p.decided_at,
         decision_reason=clip(p.decision_reason, CARD_LIMITS["decision_reason"]) or None,
+        fallback_reason=p.fallback_reason,
+        playbook_name=clip(p.playbook_name, CARD_LIMITS["playbook_name"]) or None,
+        steps=tuple(clip(step, CARD_LIMITS["step"]) for step in (p.steps or [])[:CARD_MAX_STEPS]),
     )
 
 
@@ -166,6 +172,27 @@ def detail_pages(alerts: list[Alert]) -> tuple[list[list[dict[str, Any]]], int]:
     if current:
         pages.append(current)
     return pages, 0
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Plain text cut into messages of at most ``limit`` characters: at a paragraph break, else a line
+    break, else a space, else hard. Splitting happens before rendering, never on rendered markup."""
+    text = text.strip()
+    parts: list[str] = []
+    while len(text) > limit:
+        window = text[:limit]
+        cut = max(window.rfind("\n\n"), 0)
+        if cut < limit // 2:
+            cut = window.rfind("\n")
+        if cut < limit // 2:
+            cut = window.rfind(" ")
+        if cut < limit // 2:
+            cut = limit
+        parts.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    if text:
+        parts.append(text)
+    return parts
 
 
 def to_context(value: Any) -> Any:

@@ -93,17 +93,26 @@ def _add_missing_columns(conn: Connection) -> None:
     """Additive schema changes for databases made by an earlier release: ALTER TABLE ADD COLUMN for each
     nullable column the table lacks. A missing NOT NULL column is a migration this cannot do: say so."""
     inspector = inspect(conn)
-    for table in SQLModel.metadata.sorted_tables:
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            if not column.nullable:
-                raise RuntimeError(
-                    f"table {table.name} lacks NOT NULL column {column.name}: this database needs a migration"
-                )
-            kind = column.type.compile(dialect=conn.dialect)
-            conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
+    missing = [
+        (table, column)
+        for table in SQLModel.metadata.sorted_tables
+        for present in [{c["name"] for c in inspector.get_columns(table.name)}]
+        for column in table.columns
+        if column.name not in present
+    ]
+    # Check everything before changing anything (SQLite runs DDL outside the transaction).
+    impossible = [f"{table.name}.{column.name}" for table, column in missing if not column.nullable]
+    if impossible:
+        raise RuntimeError(
+            f"this database needs a migration: NOT NULL column(s) missing: {', '.join(impossible)}"
+        )
+    # IF NOT EXISTS: another replica starting at the same time may have added it since the inspection.
+    if_absent = "" if conn.dialect.name == "sqlite" else "IF NOT EXISTS "
+    for table, column in missing:
+        kind = column.type.compile(dialect=conn.dialect)
+        # the same foreign keys a fresh database has (a NULL default is allowed to reference on SQLite)
+        refs = "".join(f' REFERENCES "{fk.column.table.name}" ("{fk.column.name}")' for fk in column.foreign_keys)
+        conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN {if_absent}"{column.name}" {kind}{refs}'))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -137,6 +137,12 @@ class IncidentRepo:
         )
         return list(rows.scalars())
 
+    async def created_since(self, since: datetime, *, limit: int) -> list[Incident]:
+        rows = await self._s.execute(
+            select(Incident).where(Incident.created_at >= since).order_by(Incident.id.desc()).limit(limit)  # type: ignore[union-attr]
+        )
+        return list(rows.scalars())
+
     async def count_by_status(self) -> dict[str, int]:
         rows = await self._s.execute(select(Incident.status, func.count()).group_by(Incident.status))
         return {status: int(n) for status, n in rows.all()}

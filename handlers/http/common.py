@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from services.incidents import IncidentService
+from services.metrics import Metrics
 from services.queries import IncidentQueries
 from storage.db import Database
 
@@ -22,6 +23,7 @@ class HttpDeps:
     queries: IncidentQueries
     ingest_token: str
     telegram_state: str
+    metrics: Metrics
 
 
 DEPS: web.AppKey[HttpDeps] = web.AppKey("deps", HttpDeps)

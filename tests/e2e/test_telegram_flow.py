@@ -39,7 +39,9 @@ async def test_alert_becomes_one_card_with_proposal_and_buttons(app: AppUnderTes
     buttons = [b["text"] for row in sends[0].params["reply_markup"]["inline_keyboard"] for b in row]
     assert buttons == ["✅ Approve", "❌ Reject", "🔍 Details", "🔄 Re-analyse", "📜 History"]
     [menu] = await bot_api.wait_for("setMyCommands")
-    assert [c["command"] for c in menu.params["commands"]] == ["incidents", "status", "approve", "reject", "start", "help"]
+    assert [c["command"] for c in menu.params["commands"]] == [
+        "incidents", "status", "approve", "reject", "summary", "ask", "kb", "note", "playbooks", "start", "help"
+    ]
 
 
 async def test_command_for_another_bot_is_ignored(app: AppUnderTest, bot_api: FakeBotAPI) -> None:

@@ -5,21 +5,28 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from services.actions import Actor
+from services.ai import AIAdvisor
 from services.analysis import AnalysisService
 from services.approvals import ApprovalService
+from services.assistant import AssistantService
 from services.chat import ChatService
+from services.decision import DecisionService
 from services.incidents import IncidentService
+from services.knowledge import KnowledgeService
+from services.metrics import Metrics
 from services.notify import Notifier, Wakeup
 from services.outbox import OutboxSender
 from services.pacing import Pacer
-from services.ports import ChannelLimits, ChatTarget
+from services.playbooks import PlaybookService
+from services.ports import ChannelLimits, ChatModel, ChatTarget
 from services.queries import IncidentQueries
 from services.roles import parse_roles
-from services.rules import RuleEngine
+from bot.render import Renderer
 from storage.db import Database
 from tests.fakes.chat import FakeClock, FakeGateway
 from tests.harness import ROLES, scratch_postgres_database
@@ -39,6 +46,13 @@ class World:
     queries: IncidentQueries
     sender: OutboxSender
     mono: list[float]
+    decisions: DecisionService
+    knowledge: KnowledgeService
+    playbooks: PlaybookService
+    assistant: AssistantService
+    metrics: Metrics
+
+    notifier: Notifier
 
     def actor(self, user_id: int, name: str | None = None, chat: ChatTarget = CARD_CHAT) -> Actor:
         return Actor(id=f"tg:{user_id}", name=name or f"@user{user_id}", target=chat)
@@ -54,6 +68,31 @@ class World:
             if not counts.get("pending") and not counts.get("sending"):
                 return
             self.clock.advance(seconds=6)  # past the first-card grace and retry backoffs
+
+    async def rebuild(self, *, model: ChatModel | None, sla_seconds: float = 30.0, kb_budget_seconds: float = 5.0) -> None:
+        """Swap the decision engine and the assistant for ones that use ``model`` (None: rules only)."""
+        await self.decisions.aclose()
+        services = _decision_services(
+            self.db, self.clock, model, sla_seconds, self.notifier, self.queries, self.chat, kb_budget_seconds
+        )
+        self.decisions, self.analysis, self.assistant, self.metrics, self.knowledge, self.playbooks = services
+
+
+def _decision_services(
+    db: Database, clock: FakeClock, model: ChatModel | None, sla_seconds: float, notifier: Notifier,
+    queries: IncidentQueries, chat: ChatService, kb_budget_seconds: float = 5.0,
+) -> tuple[DecisionService, AnalysisService, AssistantService, Metrics, KnowledgeService, PlaybookService]:
+    metrics = Metrics()
+    roles = parse_roles(ROLES)
+    knowledge = KnowledgeService(db, clock, roles)
+    playbooks = PlaybookService(db, clock)
+    advisor = None if model is None else AIAdvisor(model, Renderer(ZoneInfo("UTC")), metrics)
+    decisions = DecisionService(
+        db, playbooks, knowledge, advisor, metrics, clock, sla_seconds=sla_seconds, kb_budget_seconds=kb_budget_seconds
+    )
+    analysis = AnalysisService(db, decisions, queries, notifier, roles, clock, Wakeup())
+    assistant = AssistantService(queries, knowledge, playbooks, advisor, chat, clock, budget_seconds=sla_seconds)
+    return decisions, analysis, assistant, metrics, knowledge, playbooks
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -71,6 +110,10 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     notifier = Notifier([CARD_CHAT], wakeup)
     roles = parse_roles(ROLES)
     queries = IncidentQueries(db)
+    chat = ChatService(db, queries, notifier, roles, clock)
+    decisions, analysis, assistant, metrics, knowledge, playbooks = _decision_services(
+        db, clock, None, 30.0, notifier, queries, chat
+    )
     mono = [1000.0]
     limits = ChannelLimits(per_chat_per_second=1.0, per_group_per_minute=20.0, per_bot_per_second=30.0)
     world = World(
@@ -78,16 +121,23 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         clock=clock,
         gateway=gateway,
         incidents=IncidentService(db, notifier, clock, analysis_wakeup),
-        analysis=AnalysisService(db, RuleEngine(), notifier, roles, clock, analysis_wakeup),
+        analysis=analysis,
         approvals=ApprovalService(db, notifier, roles, clock),
-        chat=ChatService(db, queries, notifier, roles, clock),
+        chat=chat,
         queries=queries,
         sender=OutboxSender(db, gateway, queries, Pacer(limits, gateway.is_group), clock, max_backoff=60, monotonic=lambda: mono[0]),
         mono=mono,
+        decisions=decisions,
+        knowledge=knowledge,
+        playbooks=playbooks,
+        assistant=assistant,
+        metrics=metrics,
+        notifier=notifier,
     )
     try:
         yield world
     finally:
+        await world.decisions.aclose()
         await db.dispose()
         if dropper is not None:
             await dropper()

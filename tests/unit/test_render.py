@@ -17,6 +17,7 @@ from services.ports import CardAction
 from services.queries import _history_item
 from services.views import (
     CARD_LIMITS,
+    CARD_MAX_STEPS,
     DETAIL_MAX_LABELS,
     DETAIL_MAX_PAGES,
     build_card,
@@ -190,6 +191,9 @@ def test_render_card_with_huge_fields_stays_within_limit(renderer: Renderer, sta
         decided_by_name=huge,
         decided_at=CREATED,
         decision_reason=huge,
+        fallback_reason="timeout",
+        playbook_name=huge,
+        steps=[huge] * 12,
     )
     card = build_card(incident, alerts, proposal)
     markup = renderer.render("telegram/card.html.j2", card=card)
@@ -210,7 +214,8 @@ def test_render_card_with_huge_fields_stays_within_limit(renderer: Renderer, sta
 
 def test_render_card_field_budget_fits_the_limit() -> None:
     # the frame is about 400 characters; the sum of all field budgets must leave room for it
-    assert sum(CARD_LIMITS.values()) + 20 + 400 < TELEGRAM_TEXT_LIMIT
+    steps = CARD_LIMITS["step"] * (CARD_MAX_STEPS - 1) + 12 * CARD_MAX_STEPS  # each step line has a frame
+    assert sum(CARD_LIMITS.values()) + steps + 20 + 400 + 60 < TELEGRAM_TEXT_LIMIT
 
 
 def test_views_clip() -> None:
@@ -399,8 +404,36 @@ def test_render_card_analysing(renderer: Renderer) -> None:
 def test_render_card_ai_model_and_confidence(renderer: Renderer) -> None:
     proposal = make_proposal(source="ai", model="gpt-x", confidence=0.873)
     plain = checked(render_card(renderer, make_incident(), [make_alert()], proposal))
-    assert "— gpt-x" in plain
+    assert "— AI gpt-x" in plain
     assert "confidence 87%" in plain
+    assert "rule-based proposal" not in plain
+
+
+def test_render_card_says_when_rules_answered_for_a_failed_model(renderer: Renderer) -> None:
+    for reason, note in (("timeout", "AI timed out"), ("unavailable", "AI unavailable"),
+                         ("invalid_output", "AI gave no usable answer")):
+        plain = checked(render_card(renderer, make_incident(), [make_alert()], make_proposal(fallback_reason=reason)))
+        assert f"{note} — rule-based proposal" in plain
+        assert "confidence" not in plain
+    plain = checked(render_card(renderer, make_incident(), [make_alert()], make_proposal(fallback_reason="no_model")))
+    assert "rule-based proposal" not in plain  # no model configured: nothing failed
+
+
+def test_render_card_playbook_source_and_steps(renderer: Renderer) -> None:
+    proposal = make_proposal(source="playbook", playbook_name="api-crashloop", steps=["kubectl -n shop rollout status deployment/checkout"])
+    plain = checked(render_card(renderer, make_incident(), [make_alert()], proposal))
+    assert "— playbook api-crashloop" in plain
+    assert "then kubectl -n shop rollout status deployment/checkout" in plain
+
+
+def test_render_model_text_is_escaped(renderer: Renderer) -> None:
+    text = "Restart <b>now</b> & run `rm -rf /` </code><script>x</script>"
+    markup = renderer.render("telegram/answer.html.j2", kind="ask", ref="", text=text, part=1, parts=1, model="m<1>")
+    plain = checked(markup)
+    assert text in plain and "AI m<1>" in plain
+    proposal = make_proposal(source="ai", model="<i>m</i>", root_cause="<a href='x'>click</a>", reasoning="</code>&")
+    plain = checked(render_card(renderer, make_incident(), [make_alert()], proposal))
+    assert "<a href='x'>click</a>" in plain and "AI <i>m</i>" in plain
 
 
 def test_render_card_counts_alerts_and_repeats(renderer: Renderer) -> None:
@@ -445,6 +478,15 @@ def _details_context() -> dict[str, Any]:
     return {"ref": "INC-42", "alerts": pages[0], "page": 1, "pages": 1, "left_out": 0, "incident_id": 42}
 
 
+_KB_HIT = {
+    "id": 3, "title": "Disk <full> on db", "snippet": "Rotate logs & restart", "tags": ["disk", "db"], "category": "note",
+    "services": ["db"], "source": "human", "incident_ref": "INC-7", "created_at": CREATED.isoformat(),
+}
+_PLAYBOOK = {
+    "id": 1, "name": "api-crashloop", "description": "Restart <api>", "source": "file", "enabled": True, "executions": 10,
+    "successes": 9, "success_rate": 0.9, "alertnames": ["KubePodCrashLooping"], "steps": 2,
+}
+
 PLAUSIBLE: dict[str, list[dict[str, Any]]] = {
     "action_result": [
         result_context(ActionResult(outcome, "INC-42", state="approved", by="@alice <a>", needed_role="approver"))
@@ -485,6 +527,42 @@ PLAUSIBLE: dict[str, list[dict[str, Any]]] = {
         {"chat_id": "555", "actor_id": "tg:555", "role": "none", "card_chat": False},
     ],
     "status": [_card_context()],
+    "answer": [
+        {"kind": "summary", "ref": "INC-42", "text": "What happened:\n- <b>x</b> & y", "part": 1, "parts": 2, "model": "gpt"},
+        {"kind": "summary", "ref": "INC-42", "text": "second part", "part": 2, "parts": 2, "model": "gpt"},
+        {"kind": "ask", "ref": "", "text": "Nothing is open.", "part": 1, "parts": 1, "model": None},
+    ],
+    "ask_answer": [
+        {"question": "why <slow>?", "hits": [_KB_HIT], "related": _HISTORY_ITEMS, "open_total": 2, "ai_failure": None},
+        {"question": "disk", "hits": [], "related": [], "open_total": 0, "ai_failure": "timeout"},
+    ],
+    "kb": [{"query": "disk <full>", "hits": [_KB_HIT, {**_KB_HIT, "tags": [], "incident_ref": None}]}, {"query": "x", "hits": []}],
+    "note_result": [
+        {"outcome": o, "ref": "INC-42", "entry_id": 5, "needed_role": "operator", "limit": 4000}
+        for o in ("added", "not_allowed", "empty", "too_long")
+    ],
+    "playbooks": [
+        {"items": [_PLAYBOOK, {**_PLAYBOOK, "name": "off", "enabled": False, "success_rate": None, "executions": 0,
+                               "successes": 0, "steps": 1, "description": "", "alertnames": []}], "total": 40},
+        {"items": [], "total": 0},
+    ],
+    "reanalysed": [
+        {"ref": "INC-42", "old": "kubectl a <x>", "new": "kubectl b", "source": "ai", "model": "gpt", "fallback_reason": None},
+        {"ref": "INC-42", "old": "kubectl a", "new": "kubectl a", "source": "rules", "model": None, "fallback_reason": "timeout"},
+    ],
+    "summary": [
+        {"ref": "INC-42", "title": "DiskFull <x>", "service": "db", "namespace": "prod", "severity": "critical",
+         "status": "firing", "started_at": CREATED.isoformat(), "resolved_at": None, "alert_count": 2, "firing_count": 1,
+         "summary": "Disk almost full & <rising>", "root_cause": "logs", "source": "ai", "model": "gpt",
+         "command": "kubectl -n prod rollout restart statefulset/db", "proposal_state": "approved", "decided_by": "@alice",
+         "events": [{"at": CREATED.isoformat(), "kind": "approved", "name": "@alice", "reason": "ok"},
+                    {"at": CREATED.isoformat(), "kind": "note", "name": "@bob", "text": "saw <it>"}],
+         "notes": ["saw <it>"], "ai_failure": "unavailable"},
+        {"ref": "INC-43", "title": "X", "service": "", "namespace": "", "severity": "", "status": "resolved",
+         "started_at": CREATED.isoformat(), "resolved_at": CREATED.isoformat(), "alert_count": 1, "firing_count": 0,
+         "summary": "", "root_cause": "", "source": None, "model": None, "command": "", "proposal_state": None,
+         "decided_by": None, "events": [], "notes": [], "ai_failure": None},
+    ],
 }
 
 TEMPLATES = sorted(p.name.removesuffix(".html.j2") for p in (TEMPLATES_DIR / "telegram").glob("*.html.j2") if not p.name.startswith("_"))

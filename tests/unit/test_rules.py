@@ -7,7 +7,7 @@ import re
 import pytest
 
 from services.ports import IncidentFacts
-from services.rules import DEFAULT_RULE, RuleEngine, k8s_name, match_rule, propose, workload_of
+from services.rules import DEFAULT_RULE, k8s_name, match_rule, propose, workload_of
 
 DANGEROUS = (";", "&", "|", "$", "(", ")", "`", ">", "<", "\n", "\r", "'", '"', "\\", " /")
 
@@ -231,8 +231,3 @@ def test_rules_proposal_source_is_rules_without_confidence(alertname: str) -> No
     assert draft.model is None
     assert draft.risk in ("low", "medium")
     assert draft.root_cause and draft.reasoning
-
-
-async def test_rules_engine_adapter_returns_same_draft() -> None:
-    f = facts("HighErrorRate", {"deployment": "api"})
-    assert await RuleEngine().propose(f) == propose(f)

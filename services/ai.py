@@ -1,0 +1,269 @@
+"""The AI model's side of alertpilot: ask for a proposal as strict JSON, validate it, repair once; write
+summaries and answers. Everything the model writes is untrusted text: it is validated and bounded here,
+escaped where a template shows it, and a command it proposes is only a proposal.
+
+Prompts live in templates/ai/ (rendered through the ``Prompts`` port). Alert data goes into the prompt as
+JSON inside a delimited block the system prompt calls untrusted data; "<" and ">" are escaped in that JSON
+so nothing inside it can close the block.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ValidationError, field_validator
+
+from services.errors import InvalidModelOutput, ModelError
+from services.metrics import Metrics
+from services.ports import ChatModel, IncidentFacts, ModelReply, Prompts, ProposalDraft
+
+log = structlog.get_logger(__name__)
+
+RISKS = ("low", "medium", "high")
+LIMITS = {"root_cause": 600, "action": 500, "reasoning": 1500}
+ANSWER_MAX_CHARS = 12000  # a summary or answer longer than this is cut (three Telegram messages)
+PROPOSAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "root_cause": {"type": "string", "description": "the most likely cause, one or two sentences"},
+        "action": {"type": "string", "description": "one remediation command, e.g. a kubectl command"},
+        "risk": {"type": "string", "enum": list(RISKS)},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "reasoning": {"type": "string", "description": "why, citing the alert data"},
+    },
+    "required": ["root_cause", "action", "risk", "confidence", "reasoning"],
+    "additionalProperties": False,
+}
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _bounded(value: Any, limit: int) -> str:
+    text = _CONTROL.sub("", str(value if value is not None else "")).strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+class AIProposal(BaseModel):
+    """The model's proposal, validated: strings bounded, confidence clamped to [0, 1], one-line action."""
+
+    root_cause: str
+    action: str
+    risk: str
+    confidence: float
+    reasoning: str = ""
+
+    @field_validator("root_cause", "reasoning", mode="before")
+    @classmethod
+    def _text(cls, value: Any, info: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        return _bounded(value, LIMITS[info.field_name])
+
+    @field_validator("root_cause")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _action(cls, value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("must be a non-empty string")
+        lines = [line for line in value.strip().splitlines() if line.strip()]
+        if len(lines) != 1:
+            raise ValueError("must be exactly one command on one line")
+        command = _CONTROL.sub("", lines[0]).strip().strip("`").strip()
+        if len(command) > LIMITS["action"]:
+            raise ValueError(f"must be at most {LIMITS['action']} characters")
+        return command
+
+    @field_validator("risk", mode="before")
+    @classmethod
+    def _risk(cls, value: Any) -> str:
+        text = str(value or "").strip().lower()
+        return text if text in RISKS else "high"  # an unknown risk word is treated as the worst
+
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _confidence(cls, value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError("must be a number") from None
+        if number != number:  # NaN
+            raise ValueError("must be a number")
+        return min(1.0, max(0.0, number))
+
+
+@dataclass(frozen=True)
+class AIAnswer:
+    """What a model call produced, with what the decision row records about it."""
+
+    model: str
+    response_format: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    repaired: bool
+    latency_ms: int
+    draft: ProposalDraft | None = None
+    text: str = ""
+
+
+def prompt_json(data: Any) -> str:
+    """Data for a prompt: JSON, with < and > escaped so it cannot close the block that holds it."""
+    return (
+        json.dumps(data, ensure_ascii=False, indent=1, default=str)
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+    )
+
+
+def parse_json_object(text: str) -> dict[str, Any]:
+    """The JSON object in a model's reply (tolerating a markdown fence around it)."""
+    stripped = _FENCE.sub("", text.strip())
+    try:
+        value = json.loads(stripped)
+    except json.JSONDecodeError:
+        start, end = stripped.find("{"), stripped.rfind("}")
+        if start < 0 or end <= start:
+            raise
+        value = json.loads(stripped[start : end + 1])
+    if not isinstance(value, dict):
+        raise ValueError("the reply is JSON but not an object")
+    return value
+
+
+def _sum(a: int | None, b: int | None) -> int | None:
+    return None if a is None and b is None else (a or 0) + (b or 0)
+
+
+class AIAdvisor:
+    """Proposals, summaries and answers from one ChatModel. Raises services.errors.ModelError subclasses
+    (ModelTimeout, ModelUnavailable, InvalidModelOutput); never anything else from the model's side."""
+
+    def __init__(self, model: ChatModel, prompts: Prompts, metrics: Metrics) -> None:
+        self._model, self._prompts, self._metrics = model, prompts, metrics
+
+    @property
+    def model_name(self) -> str:
+        return self._model.name
+
+    async def propose(
+        self, facts: IncidentFacts, *, knowledge: list[dict[str, Any]], history: list[dict[str, Any]]
+    ) -> AIAnswer:
+        data = {
+            "alert": {
+                "alertname": facts.alertname,
+                "severity": facts.severity,
+                "service": facts.service,
+                "namespace": facts.namespace,
+                "labels": facts.labels,
+                "annotations": facts.annotations,
+            },
+            "alerts": facts.alerts[:10],
+            "recent_history": history,
+            "knowledge_base": knowledge,
+        }
+        messages = [
+            {"role": "system", "content": self._prompts.prompt("propose_system")},
+            {"role": "user", "content": self._prompts.prompt("propose", data=prompt_json(data))},
+        ]
+        started = time.monotonic()
+        try:
+            answer = await self._propose(messages)
+        except ModelError as exc:
+            self._observe("propose", started, exc.reason)
+            raise
+        self._observe("propose", started, "repaired" if answer.repaired else "ok")
+        return answer
+
+    async def _propose(self, messages: list[dict[str, str]]) -> AIAnswer:
+        started = time.monotonic()
+        reply = await self._model.complete(messages, json_schema=PROPOSAL_SCHEMA)
+        self._count_tokens(reply)
+        try:
+            proposal = self._validated(reply)
+            repaired, final = False, reply
+        except (ValueError, ValidationError) as exc:
+            log.info("ai_output_invalid", error=_bounded(exc, 300), finish_reason=reply.finish_reason)
+            repair = [
+                *messages,
+                {"role": "assistant", "content": _bounded(reply.text, 4000)},
+                {"role": "user", "content": self._prompts.prompt("repair", error=_bounded(exc, 500))},
+            ]
+            final = await self._model.complete(repair, json_schema=PROPOSAL_SCHEMA)
+            self._count_tokens(final)
+            try:
+                proposal = self._validated(final)
+            except (ValueError, ValidationError) as again:
+                raise InvalidModelOutput(f"invalid after one repair attempt: {_bounded(again, 300)}") from None
+            repaired = True
+        draft = ProposalDraft(
+            source="ai",
+            model=final.model or self._model.name,
+            root_cause=proposal.root_cause,
+            command=proposal.action,
+            risk=proposal.risk,
+            reasoning=proposal.reasoning,
+            confidence=proposal.confidence,
+        )
+        return AIAnswer(
+            model=draft.model or self._model.name,
+            response_format=final.response_format,
+            prompt_tokens=_sum(reply.prompt_tokens, final.prompt_tokens if repaired else None),
+            completion_tokens=_sum(reply.completion_tokens, final.completion_tokens if repaired else None),
+            repaired=repaired,
+            latency_ms=int((time.monotonic() - started) * 1000),
+            draft=draft,
+        )
+
+    @staticmethod
+    def _validated(reply: ModelReply) -> AIProposal:
+        if reply.finish_reason == "length":
+            # A cut-off reply may still parse (a closing brace in a string); never trust half an answer.
+            raise ValueError("the reply was cut off (finish_reason=length); answer shorter")
+        return AIProposal.model_validate(parse_json_object(reply.text))
+
+    async def write(self, purpose: str, data: dict[str, Any], *, question: str = "") -> AIAnswer:
+        """A free-text answer: ``purpose`` is "summary" (of one incident) or "ask" (a question)."""
+        messages = [
+            {"role": "system", "content": self._prompts.prompt("assistant_system")},
+            {"role": "user", "content": self._prompts.prompt(purpose, data=prompt_json(data), question=prompt_json(question))},
+        ]
+        started = time.monotonic()
+        try:
+            reply = await self._model.complete(messages, max_tokens=1200)
+            text = _bounded(reply.text, ANSWER_MAX_CHARS)
+            if not text:
+                raise InvalidModelOutput("the model answered with no text")
+        except ModelError as exc:
+            self._observe(purpose, started, exc.reason)
+            raise
+        self._count_tokens(reply)
+        self._observe(purpose, started, "ok")
+        return AIAnswer(
+            model=reply.model or self._model.name,
+            response_format=reply.response_format,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            repaired=False,
+            latency_ms=int((time.monotonic() - started) * 1000),
+            text=text,
+        )
+
+    def _observe(self, purpose: str, started: float, outcome: str) -> None:
+        self._metrics.observe("alertpilot_ai_latency_seconds", time.monotonic() - started, purpose=purpose)
+        self._metrics.inc("alertpilot_ai_requests_total", purpose=purpose, outcome=outcome)
+
+    def _count_tokens(self, reply: ModelReply) -> None:
+        if reply.prompt_tokens:
+            self._metrics.inc("alertpilot_ai_tokens_total", reply.prompt_tokens, kind="prompt")
+        if reply.completion_tokens:
+            self._metrics.inc("alertpilot_ai_tokens_total", reply.completion_tokens, kind="completion")

@@ -1,0 +1,271 @@
+"""The decision engine (DESIGN §1.3): playbook → AI model → rules, the first useful answer wins, all of it
+within the decision SLA.
+
+- A **playbook** answers when its symptoms match (similarity ≥ 0.85, success rate ≥ 0.80 once it has
+  executions). A re-analyse skips it: the user asked for a fresh opinion.
+- The **AI model** gets the alert, similar past incidents and the top 3 knowledge-base hits (found
+  under their own 5 s budget). Errors, timeouts and unusable output fall through to the rules.
+- The **rules** always answer.
+
+Past the SLA the rules' proposal is used and the AI call goes on in the background: its answer is
+recorded as a ``late`` decision row (and on the timeline) but does not replace the proposal on the card.
+After ``BREAKER_FAILURES`` failures in a row the model is not asked for ``BREAKER_SECONDS``, so a dead
+model does not cost every incident the full SLA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from services.ai import AIAdvisor, AIAnswer
+from services.errors import ModelError
+from services.knowledge import KnowledgeService
+from services.metrics import Metrics
+from services.playbooks import PlaybookService
+from services.ports import IncidentFacts, ProposalDraft
+from services.rules import propose as rules_propose
+from services.views import to_context
+from storage.clock import Clock
+from storage.db import Database
+from storage.tables import Decision, DecisionOutcome
+
+log = structlog.get_logger(__name__)
+
+KB_BUDGET_SECONDS = 5.0
+KB_HITS = 3
+BREAKER_FAILURES = 3
+BREAKER_SECONDS = 60.0
+
+
+class FallbackReason:
+    """Why the rules answered. Only the last four are failures of a configured model (the card says so)."""
+
+    NO_MODEL = "no_model"
+    TIMEOUT = "timeout"  # the SLA passed (or the model's own request timed out)
+    UNAVAILABLE = "unavailable"  # HTTP error, connection refused or reset
+    INVALID_OUTPUT = "invalid_output"  # not the JSON asked for, even after the repair attempt
+    CIRCUIT_OPEN = "circuit_open"  # the model failed repeatedly just now: not asked
+
+
+@dataclass
+class DecisionResult:
+    draft: ProposalDraft
+    fallback_reason: str | None
+    latency_ms: int
+    records: list[Decision] = field(default_factory=list)  # decision rows to store (failed attempts, the used one)
+
+
+class DecisionService:
+    def __init__(
+        self,
+        db: Database,
+        playbooks: PlaybookService,
+        knowledge: KnowledgeService,
+        advisor: AIAdvisor | None,
+        metrics: Metrics,
+        clock: Clock,
+        *,
+        sla_seconds: float,
+        kb_budget_seconds: float = KB_BUDGET_SECONDS,
+    ) -> None:
+        self._db, self._playbooks, self._knowledge, self._advisor = db, playbooks, knowledge, advisor
+        self._metrics, self._now = metrics, clock
+        self.sla_seconds = sla_seconds
+        self._kb_budget = kb_budget_seconds
+        self._late: set[asyncio.Task[None]] = set()
+        self._failures = 0
+        self._open_until = 0.0
+
+    @property
+    def model_name(self) -> str | None:
+        return None if self._advisor is None else self._advisor.model_name
+
+    async def decide(
+        self, facts: IncidentFacts, *, fresh: bool, history: list[dict[str, Any]]
+    ) -> DecisionResult:
+        started = time.monotonic()
+        deadline = started + self.sla_seconds
+        records: list[Decision] = []
+        if not fresh:
+            draft = await self._playbook(facts, deadline)
+            if draft is not None:
+                return self._result(facts, draft, None, started, records, fresh)
+        if self._advisor is None:
+            return self._result(facts, rules_propose(facts), FallbackReason.NO_MODEL, started, records, fresh)
+        if time.monotonic() < self._open_until:
+            records.append(self._failed(facts, FallbackReason.CIRCUIT_OPEN, "skipped: the model failed repeatedly", 0, fresh))
+            return self._result(facts, rules_propose(facts), FallbackReason.CIRCUIT_OPEN, started, records, fresh)
+
+        knowledge = await self._knowledge_hits(facts, deadline)
+        ask_started = time.monotonic()
+        task = asyncio.create_task(self._advisor.propose(facts, knowledge=knowledge, history=history))
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
+        if not done:
+            self._follow_late(facts, task, ask_started, fresh)
+            records.append(
+                self._failed(facts, FallbackReason.TIMEOUT, f"no answer within the {self.sla_seconds:g} s decision SLA",
+                             _ms(ask_started), fresh)
+            )
+            self._note_failure()
+            return self._result(facts, rules_propose(facts), FallbackReason.TIMEOUT, started, records, fresh)
+        try:
+            answer = task.result()
+        except ModelError as exc:
+            self._note_failure()
+            records.append(self._failed(facts, exc.reason, str(exc), _ms(ask_started), fresh))
+            log.warning("ai_decision_failed", incident_id=facts.incident_id, reason=exc.reason, error=str(exc)[:300])
+            return self._result(facts, rules_propose(facts), exc.reason, started, records, fresh)
+        self._failures = 0
+        assert answer.draft is not None
+        return self._result(facts, answer.draft, None, started, records, fresh, answer=answer)
+
+    async def _playbook(self, facts: IncidentFacts, deadline: float) -> ProposalDraft | None:
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                return await self._playbooks.match(facts)
+        except TimeoutError:
+            log.warning("playbook_match_timeout", incident_id=facts.incident_id)
+        except Exception:
+            log.exception("playbook_match_failed", incident_id=facts.incident_id)
+        return None
+
+    async def _knowledge_hits(self, facts: IncidentFacts, deadline: float) -> list[dict[str, Any]]:
+        budget = min(self._kb_budget, max(0.0, deadline - time.monotonic()))
+        summary = facts.annotations.get("summary") or facts.annotations.get("description", "")
+        try:
+            async with asyncio.timeout(budget):
+                hits = await self._knowledge.for_incident(
+                    alertname=facts.alertname, service=facts.service, summary=summary, limit=KB_HITS
+                )
+        except TimeoutError:
+            log.warning("knowledge_search_timeout", incident_id=facts.incident_id, budget_seconds=budget)
+            return []
+        except Exception:
+            log.exception("knowledge_search_failed", incident_id=facts.incident_id)
+            return []
+        return [to_context(hit) for hit in hits]
+
+    def _result(
+        self,
+        facts: IncidentFacts,
+        draft: ProposalDraft,
+        reason: str | None,
+        started: float,
+        records: list[Decision],
+        fresh: bool,
+        *,
+        answer: AIAnswer | None = None,
+    ) -> DecisionResult:
+        if draft.source != "ai" and draft.confidence is not None:  # only the model claims a confidence
+            draft = ProposalDraft(**{**draft.__dict__, "confidence": None})
+        latency_ms = _ms(started)
+        records.append(
+            Decision(
+                incident_id=facts.incident_id,
+                source=draft.source,
+                model=draft.model,
+                outcome=DecisionOutcome.USED,
+                fallback_reason=reason,
+                latency_ms=answer.latency_ms if answer else latency_ms,
+                prompt_tokens=answer.prompt_tokens if answer else None,
+                completion_tokens=answer.completion_tokens if answer else None,
+                response_format=answer.response_format if answer else None,
+                repaired=answer.repaired if answer else False,
+                proposal=_proposal_json(draft),
+                fresh=fresh,
+                created_at=self._now(),
+            )
+        )
+        self._metrics.inc("alertpilot_decisions_total", source=draft.source, fallback_reason=reason or "none")
+        log.info("decided", incident_id=facts.incident_id, source=draft.source, fallback_reason=reason, latency_ms=latency_ms)
+        return DecisionResult(draft=draft, fallback_reason=reason, latency_ms=latency_ms, records=records)
+
+    def _failed(self, facts: IncidentFacts, reason: str, error: str, latency_ms: int, fresh: bool) -> Decision:
+        return Decision(
+            incident_id=facts.incident_id,
+            source="ai",
+            model=self.model_name,
+            outcome=DecisionOutcome.FAILED,
+            fallback_reason=reason,
+            latency_ms=latency_ms,
+            error=error[:1000],
+            fresh=fresh,
+            created_at=self._now(),
+        )
+
+    def _note_failure(self) -> None:
+        self._failures += 1
+        if self._failures >= BREAKER_FAILURES:
+            self._open_until = time.monotonic() + BREAKER_SECONDS
+            log.warning("ai_circuit_open", failures=self._failures, seconds=BREAKER_SECONDS)
+
+    # --- late answers ---------------------------------------------------------------------------
+
+    def _follow_late(self, facts: IncidentFacts, task: asyncio.Task[AIAnswer], started: float, fresh: bool) -> None:
+        late = asyncio.create_task(self._record_late(facts, task, started, fresh), name=f"ai-late-{facts.incident_id}")
+        self._late.add(late)
+        late.add_done_callback(self._late.discard)
+
+    async def _record_late(self, facts: IncidentFacts, task: asyncio.Task[AIAnswer], started: float, fresh: bool) -> None:
+        """Keep the model's answer that came after the SLA: a decision row and a timeline event, no card flip."""
+        try:
+            answer = await task
+        except ModelError as exc:
+            log.info("ai_late_failure", incident_id=facts.incident_id, reason=exc.reason)
+            return
+        self._failures = 0
+        assert answer.draft is not None
+        now = self._now()
+        try:
+            async with self._db.write() as tx:
+                await tx.decisions.add(
+                    Decision(
+                        incident_id=facts.incident_id, source="ai", model=answer.model, outcome=DecisionOutcome.LATE,
+                        latency_ms=_ms(started), prompt_tokens=answer.prompt_tokens,
+                        completion_tokens=answer.completion_tokens, response_format=answer.response_format,
+                        repaired=answer.repaired, proposal=_proposal_json(answer.draft), fresh=fresh, created_at=now,
+                    )
+                )
+                await tx.timeline.add(
+                    incident_id=facts.incident_id, at=now, kind="ai_late_answer", model=answer.model,
+                    command=answer.draft.command, latency_ms=_ms(started),
+                )
+        except Exception:
+            log.exception("ai_late_answer_not_stored", incident_id=facts.incident_id)
+            return
+        self._metrics.inc("alertpilot_ai_late_answers_total")
+        log.info("ai_late_answer", incident_id=facts.incident_id, latency_ms=_ms(started))
+
+    async def wait_late(self) -> None:
+        """Wait for late AI answers in flight (tests and orderly shutdown)."""
+        while self._late:
+            await asyncio.gather(*self._late, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for task in list(self._late):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._late, return_exceptions=True)
+
+
+def _proposal_json(draft: ProposalDraft) -> dict[str, Any]:
+    return {
+        "root_cause": draft.root_cause,
+        "command": draft.command,
+        "risk": draft.risk,
+        "confidence": draft.confidence,
+        "reasoning": draft.reasoning,
+        "category": draft.category,
+        "playbook": draft.playbook_name,
+        "steps": list(draft.steps),
+    }
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

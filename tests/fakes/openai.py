@@ -1,0 +1,403 @@
+"""In-process fake of an OpenAI-compatible chat-completions server for tests.
+
+``FakeOpenAI`` is a small aiohttp.web server on 127.0.0.1 (ephemeral port). The application reaches it exactly
+as it would reach Ollama or vLLM::
+
+    async with FakeOpenAI() as fake:
+        fake.reply_json({"root_cause": "...", ...})
+        async with httpx.AsyncClient(base_url=fake.base_url) as client:   # or ALERTPILOT_AI_BASE_URL
+            model = OpenAICompatibleModel(client, model="m", api_key=None, timeout=2)
+            reply = await model.complete([...], json_schema=SCHEMA)
+        assert fake.requests[-1]["response_format"]["type"] == "json_schema"
+
+Route: ``POST {base_url}/chat/completions`` with ``base_url`` = ``http://127.0.0.1:<port>/v1``. Anything else
+answers 404 with an OpenAI-style error body, so a wrongly joined URL fails loudly.
+
+Scripting
+---------
+Each request takes the next scripted ``Reply`` from a queue, or ``fake.default`` when the queue is empty.
+``default`` may be a ``Reply``, a JSON-able object (answered as ``Reply.json(obj)``), or a callable taking the
+request body and returning either (handy for bench tests that answer per alert). ``reply_*`` methods enqueue;
+the same answers are available as ``Reply.*`` constructors to use as ``default``::
+
+    fake.reply_json(obj)              content = json.dumps(obj)
+    fake.reply_text("not json")      content = this raw text
+    fake.reply_status(500, "boom")   HTTP status with that body (str as is, dict as JSON)
+    fake.reply_raw(b"<html>", content_type="text/html")   an arbitrary HTTP body (not an envelope)
+    fake.reply_reset()               connection closed abruptly (RST) without an answer
+    fake.reply_hang()                never answers (until the server stops; then the connection is dropped)
+    fake.reply_slow(seconds, obj)    answers after a delay
+    fake.reply_stream(obj, chunks=4) answers text/event-stream chunks, then ``data: [DONE]``
+
+Where a method takes ``obj`` (``reply_slow``, ``reply_stream``), a ``str`` is sent as raw content and anything
+else as ``json.dumps(obj)``. ``reject_formats({"json_schema"})`` makes the fake answer 400 to every request whose
+``response_format.type`` is in the set, without consuming the queue (a server without structured output).
+``fake.usage`` goes into non-stream answers and the last stream chunk (``None`` leaves it out).
+
+Inspection: ``fake.requests`` (parsed JSON bodies of chat-completion requests, in order), ``fake.calls``
+(every request with path, headers and what was answered), ``fake.response_formats()``,
+``await fake.wait_for_requests(n, timeout)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Self
+
+from aiohttp import web
+
+__all__ = ["VALID_PROPOSAL", "Call", "FakeOpenAI", "Reply"]
+
+VALID_PROPOSAL: dict[str, Any] = {
+    "root_cause": "The api deployment's pods are crash-looping after the last rollout.",
+    "action": "kubectl -n prod rollout restart deployment/api",
+    "risk": "medium",
+    "confidence": 0.82,
+    "reasoning": "Restarts reset the bad in-memory state; the rollout history shows no config change.",
+}
+
+
+def _as_content(obj: Any) -> str:
+    return obj if isinstance(obj, str) else json.dumps(obj)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer. Build it with the class methods."""
+
+    kind: str  # content | status | raw | reset | hang | stream
+    content: str | None = None
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    delay: float = 0.0
+    chunks: int = 4
+    finish_reason: str | None = "stop"
+    stream_usage: bool = True
+
+    @classmethod
+    def json(cls, obj: Any, *, finish_reason: str | None = "stop") -> Reply:
+        return cls("content", content=json.dumps(obj), finish_reason=finish_reason)
+
+    @classmethod
+    def text(cls, text: str, *, finish_reason: str | None = "stop") -> Reply:
+        return cls("content", content=text, finish_reason=finish_reason)
+
+    @classmethod
+    def slow(cls, seconds: float, obj: Any, *, finish_reason: str | None = "stop") -> Reply:
+        return cls("content", content=_as_content(obj), delay=seconds, finish_reason=finish_reason)
+
+    @classmethod
+    def http_status(cls, status: int, body: str | dict[str, Any] = "") -> Reply:
+        if isinstance(body, dict):
+            return cls("raw", status=status, body=json.dumps(body).encode(), content_type="application/json")
+        return cls("raw", status=status, body=body.encode(), content_type="text/plain")
+
+    @classmethod
+    def raw(cls, body: bytes | str, *, status: int = 200, content_type: str = "application/json") -> Reply:
+        data = body.encode() if isinstance(body, str) else body
+        return cls("raw", status=status, body=data, content_type=content_type)
+
+    @classmethod
+    def reset(cls) -> Reply:
+        return cls("reset")
+
+    @classmethod
+    def hang(cls) -> Reply:
+        return cls("hang")
+
+    @classmethod
+    def stream(cls, obj: Any, *, chunks: int = 4, finish_reason: str | None = "stop", usage: bool = True) -> Reply:
+        return cls(
+            "stream", content=_as_content(obj), chunks=max(1, chunks), finish_reason=finish_reason, stream_usage=usage
+        )
+
+
+@dataclass
+class Call:
+    """One received request and what the fake did with it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any] | None
+    at: float
+    answer: str = ""  # the Reply kind, "rejected_format", "not_found" or "bad_request"
+    status: int | None = None
+
+
+class FakeOpenAI:
+    def __init__(self, *, model: str = "fake-model") -> None:
+        self.model = model  # answered when a request names no model
+        #: a Reply, a JSON-able object (-> Reply.json) or a callable(body) returning either
+        self.default: Any = copy.deepcopy(VALID_PROPOSAL)
+        self.usage: dict[str, int] | None = {"prompt_tokens": 120, "completion_tokens": 40}
+        self.rejected_formats: set[str] = set()
+        self.requests: list[dict[str, Any]] = []
+        self.calls: list[Call] = []
+
+        self._queue: deque[Reply] = deque()
+        self._ids = 0
+        self._stop_event = asyncio.Event()
+        self._requests_event = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.host = "127.0.0.1"
+        self.port: int | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def base_url(self) -> str:
+        """The API root, as an OpenAI-compatible base URL (``…/v1``)."""
+        if self.port is None:
+            raise RuntimeError("FakeOpenAI is not started")
+        return f"http://{self.host}:{self.port}/v1"
+
+    async def start(self) -> Self:
+        if self._runner is not None:
+            return self
+        self._stop_event = asyncio.Event()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, 0)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        """Stop promptly: hanging and slow handlers wake up and drop their connections."""
+        if self._runner is None:
+            return
+        self._stop_event.set()
+        runner, self._runner = self._runner, None
+        await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ scripting
+    def reply(self, *replies: Reply, times: int = 1) -> None:
+        """Enqueue scripted answers (each ``times`` times)."""
+        for _ in range(times):
+            self._queue.extend(replies)
+
+    def reply_json(self, obj: Any, *, finish_reason: str | None = "stop", times: int = 1) -> None:
+        self.reply(Reply.json(obj, finish_reason=finish_reason), times=times)
+
+    def reply_text(self, text: str, *, finish_reason: str | None = "stop", times: int = 1) -> None:
+        self.reply(Reply.text(text, finish_reason=finish_reason), times=times)
+
+    def reply_status(self, status: int, body: str | dict[str, Any] = "", *, times: int = 1) -> None:
+        self.reply(Reply.http_status(status, body), times=times)
+
+    def reply_raw(
+        self, body: bytes | str, *, status: int = 200, content_type: str = "application/json", times: int = 1
+    ) -> None:
+        self.reply(Reply.raw(body, status=status, content_type=content_type), times=times)
+
+    def reply_reset(self, *, times: int = 1) -> None:
+        self.reply(Reply.reset(), times=times)
+
+    def reply_hang(self, *, times: int = 1) -> None:
+        self.reply(Reply.hang(), times=times)
+
+    def reply_slow(self, seconds: float, obj: Any, *, times: int = 1) -> None:
+        self.reply(Reply.slow(seconds, obj), times=times)
+
+    def reply_stream(
+        self, obj: Any, chunks: int = 4, *, finish_reason: str | None = "stop", usage: bool = True, times: int = 1
+    ) -> None:
+        self.reply(Reply.stream(obj, chunks=chunks, finish_reason=finish_reason, usage=usage), times=times)
+
+    def reject_formats(self, formats: Iterable[str]) -> None:
+        """Answer 400 to requests whose ``response_format.type`` is in ``formats`` (replaces the previous set)."""
+        self.rejected_formats = set(formats)
+
+    def pending(self) -> int:
+        """Scripted answers not used yet."""
+        return len(self._queue)
+
+    # ------------------------------------------------------------------ inspection
+    def response_formats(self) -> list[str | None]:
+        """``response_format.type`` of each chat-completion request, ``None`` when it had none."""
+        return [_format_type(body) for body in self.requests]
+
+    def clear_requests(self) -> None:
+        self.requests.clear()
+        self.calls.clear()
+
+    async def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Wait until at least ``n`` chat-completion requests arrived; return them. AssertionError on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.requests) < n:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"FakeOpenAI: timed out after {timeout}s waiting for {n} requests; got {len(self.requests)}"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._requests_event.wait(), remaining)
+        return list(self.requests)
+
+    # ------------------------------------------------------------------ serving
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        call = Call(request.method, request.path, dict(request.headers), None, time.monotonic())
+        self.calls.append(call)
+        if request.method != "POST" or request.path.rstrip("/") != "/v1/chat/completions":
+            return self._error(call, 404, f"Invalid URL ({request.method} {request.path})", "not_found")
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise TypeError("not an object")
+        except (ValueError, TypeError):
+            return self._error(call, 400, "We could not parse the JSON body of your request.", "bad_request")
+        call.body = body
+        self.requests.append(body)
+        self._notify()
+
+        fmt = _format_type(body)
+        if fmt is not None and fmt in self.rejected_formats:
+            return self._error(
+                call, 400, f"response_format type {fmt!r} is not supported by this server", "rejected_format"
+            )
+
+        reply = self._queue.popleft() if self._queue else self._default_reply(body)
+        call.answer = reply.kind
+        if reply.kind == "reset":
+            return self._reset(request, call)
+        if reply.kind == "hang":
+            await self._stop_event.wait()
+            return self._reset(request, call)
+        if reply.delay > 0:
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), reply.delay)
+                return self._reset(request, call)  # stopped while waiting
+            except TimeoutError:
+                pass
+        if reply.kind == "raw":
+            call.status = reply.status
+            return web.Response(status=reply.status, body=reply.body, content_type=_mime(reply.content_type))
+        if reply.kind == "stream":
+            return await self._stream(request, call, body, reply)
+        call.status = 200
+        return web.json_response(self._envelope(body, reply))
+
+    def _default_reply(self, body: dict[str, Any]) -> Reply:
+        default = self.default
+        if callable(default) and not isinstance(default, Reply):
+            default = default(body)
+        return default if isinstance(default, Reply) else Reply.json(default)
+
+    def _notify(self) -> None:
+        self._requests_event.set()
+        self._requests_event = asyncio.Event()
+
+    def _next_id(self) -> str:
+        self._ids += 1
+        return f"chatcmpl-fake-{self._ids}"
+
+    def _error(self, call: Call, status: int, message: str, answer: str) -> web.Response:
+        call.answer, call.status = answer, status
+        error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+        return web.json_response({"error": error}, status=status)
+
+    def _reset(self, request: web.Request, call: Call) -> web.Response:
+        """Drop the connection with a TCP RST, no HTTP answer."""
+        call.status = None
+        transport = request.transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        # aiohttp finds the transport closed and writes nothing.
+        return web.Response(status=204)
+
+    def _envelope(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        envelope: dict[str, Any] = {
+            "id": self._next_id(),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model") or self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.content},
+                    "finish_reason": reply.finish_reason,
+                }
+            ],
+        }
+        if self.usage is not None:
+            envelope["usage"] = _usage(self.usage)
+        return envelope
+
+    async def _stream(self, request: web.Request, call: Call, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
+        call.status = 200
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        cid, created, model = self._next_id(), int(time.time()), body.get("model") or self.model
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> bytes:
+            data = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+                **extra,
+            }
+            return f"data: {json.dumps(data)}\n\n".encode()
+
+        content = reply.content or ""
+        size = -(-len(content) // reply.chunks) or 1
+        await response.write(chunk({"role": "assistant", "content": ""}))
+        for start in range(0, len(content), size):
+            await response.write(chunk({"content": content[start : start + size]}))
+        await response.write(chunk({}, reply.finish_reason))
+        if reply.stream_usage and self.usage is not None:
+            usage_chunk = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": _usage(self.usage),
+            }
+            await response.write(f"data: {json.dumps(usage_chunk)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def _usage(usage: dict[str, int]) -> dict[str, int]:
+    out = dict(usage)
+    if "total_tokens" not in out and all(isinstance(v, int) for v in out.values()):
+        out["total_tokens"] = sum(out.values())
+    return out
+
+
+def _format_type(body: dict[str, Any]) -> str | None:
+    fmt = body.get("response_format")
+    return fmt.get("type") if isinstance(fmt, dict) else None
+
+
+def _mime(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip() or "application/octet-stream"
