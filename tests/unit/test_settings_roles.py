@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.app import serve
 from bot.settings import OFFICIAL_TELEGRAM_API, SettingsError, load_settings
 from services.roles import Role, RoleMap, parse_roles
 
@@ -108,6 +109,9 @@ def test_settings_defaults(tmp_path: Path) -> None:
         ("ALERTPILOT_LOG_LEVEL", "verbose"),
         ("ALERTPILOT_TELEGRAM_API_BASE", "ftp://x"),
         ("ALERTPILOT_CHAT_RATE_PER_SECOND", "0"),
+        ("ALERTPILOT_AI_BASE_URL", "ftp://models"),
+        ("ALERTPILOT_AI_TIMEOUT_SECONDS", "0"),
+        ("ALERTPILOT_DECISION_SLA_SECONDS", "-1"),
     ],
 )
 def test_settings_error_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
@@ -183,3 +187,35 @@ def test_settings_environment_beats_dot_env(monkeypatch: pytest.MonkeyPatch, tmp
     (tmp_path / ".env").write_text("ALERTPILOT_HTTP_PORT=7070\n")
     monkeypatch.setenv("ALERTPILOT_HTTP_PORT", "6060")
     assert load_settings().http_port == 6060
+
+
+def test_settings_ai_defaults_and_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.ai_enabled is False and settings.ai_timeout_seconds == 20 and settings.decision_sla_seconds == 30
+    assert settings.playbooks_file is None
+    monkeypatch.setenv("ALERTPILOT_AI_BASE_URL", "http://127.0.0.1:11434/v1/")
+    monkeypatch.setenv("ALERTPILOT_AI_MODEL", "llama3.1:8b")
+    monkeypatch.setenv("ALERTPILOT_AI_API_KEY", " ")
+    settings = load_settings()
+    assert settings.ai_enabled and settings.ai_base_url == "http://127.0.0.1:11434/v1"
+    assert settings.ai_api_key is None  # blank means unset
+
+
+@pytest.mark.parametrize("variable", ["ALERTPILOT_AI_BASE_URL", "ALERTPILOT_AI_MODEL"])
+def test_settings_ai_needs_both_url_and_model(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    monkeypatch.setenv(variable, "http://127.0.0.1:8000/v1")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "ALERTPILOT_AI_BASE_URL and ALERTPILOT_AI_MODEL" in message
+    missing = "ALERTPILOT_AI_MODEL" if variable == "ALERTPILOT_AI_BASE_URL" else "ALERTPILOT_AI_BASE_URL"
+    assert f"{missing} is not set" in message
+
+
+async def test_serve_refuses_a_bad_playbooks_file_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "playbooks.yaml"
+    bad.write_text("playbooks:\n  - name: restart-api\n    symptoms: {alertnames: [X]}\n    steps: []\n")
+    settings = load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/a.db", playbooks_file=str(bad), http_port=0)
+    assert await serve(settings) == 2
+    err = capsys.readouterr().err
+    assert "ALERTPILOT_PLAYBOOKS_FILE" in err and str(bad) in err and "restart-api" in err and "steps" in err
