@@ -42,5 +42,10 @@ test: $(VENV)/.installed-test alertmanager
 bench: $(VENV)/.installed-test
 	$(PY) bench/ingest.py
 
+# Time to the proposal card per decision source (rules, playbook, AI, hanging and failing AI) and fallback counts.
+.PHONY: bench-decision
+bench-decision: $(VENV)/.installed-test
+	$(PY) bench/decision.py
+
 clean:
 	rm -rf $(VENV) *.egg-info

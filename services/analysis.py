@@ -57,20 +57,46 @@ class AnalysisService:
         self._listener = wakeup.listener()
         self._owner = owner or f"analysis-{uuid.uuid4().hex[:8]}"
         self._poll = poll_seconds
+        self._in_flight: dict[int, asyncio.Task[bool]] = {}
 
     def wake(self) -> None:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """The worker loop: analyse what is waiting, then sleep until woken or the poll interval passes."""
-        while True:
-            try:
-                await self.run_pending()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("analysis_loop_error")
-            await self._listener.wait(self._poll)
+        """The worker loop: keep up to CONCURRENCY analyses in flight, starting the next waiting incident as
+        soon as one finishes (a slow model's batch does not hold back incidents that arrive meanwhile)."""
+        try:
+            while True:
+                try:
+                    await self._start_waiting()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("analysis_loop_error")
+                await self._listener.wait(self._poll)
+        finally:
+            for task in self._in_flight.values():
+                task.cancel()
+            await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+
+    async def _start_waiting(self) -> None:
+        free = CONCURRENCY - len(self._in_flight)
+        if free <= 0:
+            return
+        async with self._db.read() as tx:
+            waiting = await tx.incidents.awaiting_analysis(
+                self._now() - self._claim_ttl, limit=CONCURRENCY + len(self._in_flight)
+            )
+        for incident_id in [i for i in waiting if i not in self._in_flight][:free]:
+            task = asyncio.create_task(self.analyse(incident_id), name=f"analyse-{incident_id}")
+            self._in_flight[incident_id] = task
+            task.add_done_callback(lambda done, i=incident_id: self._finished(i, done))
+
+    def _finished(self, incident_id: int, task: asyncio.Task[bool]) -> None:
+        self._in_flight.pop(incident_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("analysis_failed", incident_id=incident_id, error=repr(task.exception()))
+        self.wake()  # a slot is free: look for the next waiting incident
 
     async def release_own_claims(self) -> None:
         """At start-up of a single-process deployment: analyses a killed process had claimed go again."""
@@ -78,6 +104,8 @@ class AnalysisService:
             await tx.incidents.release_analysis_claims()
 
     async def run_pending(self) -> int:
+        """Analyse everything waiting now and return how many were done (tests and tools; the worker loop
+        is ``run``)."""
         done = 0
         while True:
             now = self._now()

@@ -27,8 +27,20 @@ log = structlog.get_logger(__name__)
 
 ANSWER_CHUNK = 3500  # characters of model text per message (Telegram: 4096 with the header)
 KB_BUDGET_SECONDS = 5.0
-SUMMARY_EVENTS = 12
 ASK_INCIDENTS = 10
+# What a rule-based answer shows, bounded so the rendered message stays within Telegram's 4096 characters
+# whatever the data holds (the gateway refuses a longer one, and the user would get no answer at all).
+SUMMARY_EVENTS = 12
+SUMMARY_EVENTS_BUDGET = 1400  # characters of event text (names, commands, reasons, notes) in a summary
+SUMMARY_EVENT_LIMITS = {"name": 40, "command": 120, "reason": 100, "text": 100}
+REFUSED_EVENTS = frozenset({"decision_refused", "reanalyse_refused"})  # attempts, not things done
+ASK_RELATED = 5
+HIT_TITLE_MAX = 120
+HIT_TAGS = 5
+ASK_SNIPPET_MAX = 160
+PLAYBOOKS_SHOWN = 10
+PLAYBOOK_DESCRIPTION_MAX = 100
+PLAYBOOK_ALERTNAME_MAX = 40
 
 
 class AssistantService:
@@ -91,8 +103,8 @@ class AssistantService:
                 "ask_answer",
                 {
                     "question": clip(question, 200),
-                    "hits": [to_context(h) for h in hits],
-                    "related": related,
+                    "hits": [_hit_view(h, snippet=ASK_SNIPPET_MAX) for h in hits],
+                    "related": related[:ASK_RELATED],
                     "open_total": open_total,
                     "ai_failure": failure,
                 },
@@ -112,7 +124,7 @@ class AssistantService:
             return
         hits = await self._search(query, limit=5)
         await self._chat.say(
-            actor.target, "kb", {"query": clip(query, 200), "hits": [to_context(h) for h in hits]}, reply_to=reply_to
+            actor.target, "kb", {"query": clip(query, 200), "hits": [_hit_view(h) for h in hits]}, reply_to=reply_to
         )
 
     async def note(self, actor: Actor, incident_id: int, text: str, *, reply_to: str | None) -> None:
@@ -124,7 +136,8 @@ class AssistantService:
             await self._chat.refuse_read(actor, reply_to=reply_to)
             return
         items = await self._playbooks.listing()
-        await self._chat.say(actor.target, "playbooks", {"items": items[:30], "total": len(items)}, reply_to=reply_to)
+        shown = [_playbook_view(p) for p in items[:PLAYBOOKS_SHOWN]]
+        await self._chat.say(actor.target, "playbooks", {"items": shown, "total": len(items)}, reply_to=reply_to)
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -178,8 +191,40 @@ def _summary_view(facts: dict[str, Any]) -> dict[str, Any]:
         "model": decision.get("model"),
         "command": clip(decision.get("command"), 300),
         "proposal_state": decision.get("state"),
-        "decided_by": decision.get("decided_by_name"),
-        "events": facts["events"][-SUMMARY_EVENTS:],
+        "decided_by": clip(decision.get("decided_by_name"), 60) or None,
+        "events": _summary_events(facts["events"]),
         "notes": [clip(n["text"], 200) for n in facts["notes"][-3:]],
+    }
+
+
+def _summary_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The latest events worth showing, newest kept first: refused attempts left out (before counting, so a
+    burst of them cannot push out what was done), texts clipped, at most SUMMARY_EVENTS_BUDGET characters."""
+    kept: list[dict[str, Any]] = []
+    used = 0
+    for event in reversed([e for e in events if e["kind"] not in REFUSED_EVENTS]):
+        view = {**event, **{k: clip(event[k], n) for k, n in SUMMARY_EVENT_LIMITS.items() if event.get(k)}}
+        weight = sum(len(view.get(k) or "") for k in SUMMARY_EVENT_LIMITS)
+        if len(kept) == SUMMARY_EVENTS or used + weight > SUMMARY_EVENTS_BUDGET:
+            break
+        kept.append(view)
+        used += weight
+    return kept[::-1]
+
+
+def _hit_view(hit: Any, *, snippet: int | None = None) -> dict[str, Any]:
+    view = to_context(hit)
+    view["title"] = clip(view["title"], HIT_TITLE_MAX)
+    view["tags"] = view["tags"][:HIT_TAGS]
+    if snippet is not None:
+        view["snippet"] = clip(view["snippet"], snippet)
+    return dict(view)
+
+
+def _playbook_view(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **item,
+        "description": clip(item.get("description"), PLAYBOOK_DESCRIPTION_MAX),
+        "alertnames": [clip(a, PLAYBOOK_ALERTNAME_MAX) for a in item.get("alertnames") or []],
     }
 
