@@ -9,6 +9,7 @@ so nothing inside it can close the block.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -181,6 +182,9 @@ class AIAdvisor:
         except ModelError as exc:
             self._observe("propose", started, exc.reason)
             raise
+        except asyncio.CancelledError:  # shutdown, or a caller's deadline: still a request that got no answer
+            self._observe("propose", started, "timeout")
+            raise
         self._observe("propose", started, "repaired" if answer.repaired else "ok")
         return answer
 
@@ -245,6 +249,9 @@ class AIAdvisor:
                 raise InvalidModelOutput("the model answered with no text")
         except ModelError as exc:
             self._observe(purpose, started, exc.reason)
+            raise
+        except asyncio.CancelledError:  # the assistant's budget ran out (asyncio.timeout cancels us)
+            self._observe(purpose, started, "timeout")
             raise
         self._count_tokens(reply)
         self._observe(purpose, started, "ok")

@@ -17,7 +17,7 @@ from services.ai import AIAdvisor
 from services.chat import ChatService
 from services.errors import ModelError
 from services.incidents import incident_ref
-from services.knowledge import KnowledgeService, search_terms
+from services.knowledge import KnowledgeService, index_text, search_terms
 from services.playbooks import PlaybookService
 from services.queries import IncidentQueries
 from services.views import clip, split_text, to_context
@@ -31,7 +31,8 @@ ASK_INCIDENTS = 10
 # What a rule-based answer shows, bounded so the rendered message stays within Telegram's 4096 characters
 # whatever the data holds (the gateway refuses a longer one, and the user would get no answer at all).
 SUMMARY_EVENTS = 12
-SUMMARY_EVENTS_BUDGET = 1400  # characters of event text (names, commands, reasons, notes) in a summary
+SUMMARY_EVENTS_BUDGET = 1600  # characters of the "what was done" lines in a summary
+SUMMARY_EVENT_FRAME = 20  # bullet, time and separators of one event line
 SUMMARY_EVENT_LIMITS = {"name": 40, "command": 120, "reason": 100, "text": 100}
 REFUSED_EVENTS = frozenset({"decision_refused", "reanalyse_refused"})  # attempts, not things done
 ASK_RELATED = 5
@@ -96,8 +97,8 @@ class AssistantService:
         }
         text, model, failure = await self._write("ask", data, question=question)
         if text is None:
-            terms = set(search_terms(question))
-            related = [i for i in open_items if terms & set(search_terms(f"{i['title']} {i['service']}"))]
+            terms = search_terms(question)
+            related = [i for i in open_items if _mentions(terms, f"{i['title']} {i['service']}")]
             await self._chat.say(
                 actor.target,
                 "ask_answer",
@@ -188,7 +189,7 @@ def _summary_view(facts: dict[str, Any]) -> dict[str, Any]:
         "summary": clip(facts["summary"], 300),
         "root_cause": clip(decision.get("root_cause"), 400),
         "source": decision.get("source"),
-        "model": decision.get("model"),
+        "model": clip(decision.get("model"), 60),
         "command": clip(decision.get("command"), 300),
         "proposal_state": decision.get("state"),
         "decided_by": clip(decision.get("decided_by_name"), 60) or None,
@@ -204,7 +205,7 @@ def _summary_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     used = 0
     for event in reversed([e for e in events if e["kind"] not in REFUSED_EVENTS]):
         view = {**event, **{k: clip(event[k], n) for k, n in SUMMARY_EVENT_LIMITS.items() if event.get(k)}}
-        weight = sum(len(view.get(k) or "") for k in SUMMARY_EVENT_LIMITS)
+        weight = SUMMARY_EVENT_FRAME + len(view["kind"]) + sum(len(view.get(k) or "") for k in SUMMARY_EVENT_LIMITS)
         if len(kept) == SUMMARY_EVENTS or used + weight > SUMMARY_EVENTS_BUDGET:
             break
         kept.append(view)
@@ -218,7 +219,7 @@ def _hit_view(hit: Any, *, snippet: int | None = None) -> dict[str, Any]:
     view["tags"] = view["tags"][:HIT_TAGS]
     if snippet is not None:
         view["snippet"] = clip(view["snippet"], snippet)
-    return dict(view)
+    return view
 
 
 def _playbook_view(item: dict[str, Any]) -> dict[str, Any]:
@@ -228,3 +229,9 @@ def _playbook_view(item: dict[str, Any]) -> dict[str, Any]:
         "alertnames": [clip(a, PLAYBOOK_ALERTNAME_MAX) for a in item.get("alertnames") or []],
     }
 
+
+def _mentions(terms: list[str], text: str) -> bool:
+    """Whether a word of ``text`` (CamelCase split, as the knowledge base indexes it) starts with a term:
+    "crashing" relates to KubePodCrashLooping like a /kb search would."""
+    words = index_text(text).split()
+    return any(word.startswith(term) or term.startswith(word) for term in terms for word in words if len(word) > 2)
