@@ -132,7 +132,7 @@ def index_text(*parts: str) -> str:
     return " ".join(w for w in words if w)
 
 
-def clip(text: str, limit: int) -> str:
+def flat_clip(text: str, limit: int) -> str:
     """``text`` with its whitespace collapsed, cut to at most ``limit`` characters on a word boundary where
     there is one nearby, ending in "…" when cut."""
     flat = _SPACES.sub(" ", text).strip()
@@ -166,7 +166,7 @@ class KnowledgeHit:
         return cls(
             id=entry.id,
             title=entry.title,
-            snippet=clip(entry.body, SNIPPET_MAX),
+            snippet=flat_clip(entry.body, SNIPPET_MAX),
             tags=tuple(entry.tags or ()),
             category=entry.category,
             services=tuple(entry.services or ()),
@@ -236,7 +236,7 @@ class KnowledgeService:
         """Store an entry and return its id. Fields are stripped and bounded (title 200, body 4000, 20 tags
         of 40 characters); a title is required (ValueError). With ``tx`` the entry is written in the
         caller's transaction, otherwise in one of its own."""
-        title = clip(title, TITLE_MAX)
+        title = flat_clip(title, TITLE_MAX)
         if not title:
             raise ValueError("a knowledge entry needs a title")
         body = body.strip()
@@ -244,7 +244,7 @@ class KnowledgeService:
             body = body[: BODY_MAX - 1].rstrip() + "…"
         kept_tags = _bounded(tags, TAGS_MAX, TAG_MAX)
         kept_services = _bounded(services, SERVICES_MAX, SERVICE_MAX)
-        category = clip(category, CATEGORY_MAX)
+        category = flat_clip(category, CATEGORY_MAX)
         entry = KnowledgeEntry(
             title=title,
             body=body,
@@ -282,7 +282,7 @@ class KnowledgeService:
             incident = await tx.incidents.get(incident_id)
             if incident is None:
                 raise IncidentNotFound(ref)
-            headline = clip(text.splitlines()[0], NOTE_HEADLINE_MAX)
+            headline = flat_clip(text.splitlines()[0], NOTE_HEADLINE_MAX)
             label = f"{ref} {incident.alertname}" if incident.alertname else ref
             entry_id = await self.add(
                 title=f"{label}: {headline}",
@@ -302,7 +302,7 @@ class KnowledgeService:
                 actor=actor.id,
                 name=actor.name,
                 entry_id=entry_id,
-                text=clip(text, TIMELINE_TEXT_MAX),
+                text=flat_clip(text, TIMELINE_TEXT_MAX),
             )
         log.info("incident_note_added", incident_id=incident_id, entry_id=entry_id, actor=actor.id)
         return NoteResult(NoteOutcome.ADDED, ref, entry_id=entry_id)

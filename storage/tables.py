@@ -224,7 +224,7 @@ class Playbook(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=Column(Text, nullable=False, unique=True))
     description: str = Field(default="", sa_column=Column(Text, nullable=False))
-    # {"alertnames": [...], "services": [...], "severities": [...], "matchers": ["namespace=prod", ...]}
+    # {"alertnames": [...], "services": [...], "severities": [...], "matchers": ['namespace="prod"', ...]}
     symptoms: dict[str, Any] = json_col()
     steps: list[dict[str, str]] = json_list()  # [{"name": ..., "command": "kubectl -n {namespace} ..."}]
     category: str = ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.knowledge import STOP_WORDS, clip, index_text, search_terms
+from services.knowledge import STOP_WORDS, flat_clip, index_text, search_terms
 
 
 def test_search_terms_split_camel_case():
@@ -129,10 +129,10 @@ def test_every_search_term_is_indexed_for_the_same_text():
     assert set(search_terms(text)) <= set(index_text(text).split())
 
 
-def test_clip_on_a_word_boundary():
-    assert clip("short  text\n", 240) == "short text"
-    clipped = clip("word " * 100, 240)
+def test_flat_clip_on_a_word_boundary():
+    assert flat_clip("short  text\n", 240) == "short text"
+    clipped = flat_clip("word " * 100, 240)
     assert len(clipped) <= 240
     assert clipped.endswith("word…")
-    cjk = clip("磁" * 300, 240)
+    cjk = flat_clip("磁" * 300, 240)
     assert len(cjk) == 240 and cjk.endswith("…")
