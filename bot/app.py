@@ -106,8 +106,7 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
     playbooks = PlaybookService(db, clock)
     specs = playbook_specs(settings)  # checked before start-up by serve(); raises InvalidPlaybooks
     if specs is not None:
-        synced = await playbooks.sync(specs)
-        log.info("playbooks_loaded", file=settings.playbooks_file, result=str(synced))
+        await playbooks.sync(specs)  # logs what it added, updated and disabled
     ai_client: httpx.AsyncClient | None = None
     advisor: AIAdvisor | None = None
     if settings.ai_base_url is not None and settings.ai_model is not None:
