@@ -4,6 +4,7 @@ separate process (for kill -9 and restart tests)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ POSTGRES_URL = os.environ.get("ALERTPILOT_DATABASE_URL", "") if os.environ.get(
     "ALERTPILOT_DATABASE_URL", ""
 ).startswith("postgresql+asyncpg://") else ""
 FIXTURES = ROOT.parent / "shared" / "fixtures"
+STOP_TIMEOUT = 30.0
 TOKEN = "test-ingest-token"
 BOT_TOKEN = "123456:TEST-token"
 CHAT_ID = -1001234567890
@@ -106,7 +108,15 @@ class AppUnderTest:
 
     async def stop(self) -> None:
         await self.http.aclose()
-        await self.runner.cleanup()
+        cleanup = asyncio.ensure_future(self.runner.cleanup())
+        done, _ = await asyncio.wait({cleanup}, timeout=STOP_TIMEOUT)
+        if not done:  # a shutdown that hangs is a bug: show where every task is stuck
+            stacks = io.StringIO()
+            for task in asyncio.all_tasks():
+                task.print_stack(limit=12, file=stacks)
+            cleanup.cancel()
+            raise AssertionError(f"the app did not stop within {STOP_TIMEOUT}s; tasks:\n{stacks.getvalue()}")
+        cleanup.result()
 
 
 async def start_app(settings: Settings, **build_kwargs: Any) -> AppUnderTest:
