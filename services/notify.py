@@ -24,9 +24,13 @@ class Listener:
         self._event.set()
 
     async def wait(self, timeout: float) -> None:
-        """Return when woken (a wake-up that came while busy counts) or after ``timeout`` seconds."""
+        """Return when woken (a wake-up that came while busy counts) or after ``timeout`` seconds.
+
+        ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` swallows a cancellation that
+        arrives in the same loop turn as the wake-up, and the worker would then never stop."""
         try:
-            await asyncio.wait_for(self._event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
         except TimeoutError:
             pass
         self._event.clear()

@@ -38,7 +38,8 @@ async def on_card_button_clicked(
     ref = incident_ref(callback_data.incident_id)
     work = asyncio.ensure_future(_dispatch(callback_data, actor, approvals, analysis, chat))
     try:
-        result = await asyncio.wait_for(asyncio.shield(work), ANSWER_WITHIN_SECONDS)
+        async with asyncio.timeout(ANSWER_WITHIN_SECONDS):  # not wait_for: it can swallow a cancellation
+            result = await asyncio.shield(work)
     except IncidentNotFound:
         await query.answer(_toast(renderer, {"outcome": "not_found", "ref": ref}), show_alert=True)
         return
