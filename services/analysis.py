@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 
 CLAIM_MARGIN = timedelta(seconds=60)  # a claim outlives the decision SLA by this much before others may retry
 CONCURRENCY = 8
+SHUTDOWN_GRACE_SECONDS = 1.0
 
 
 class AnalysisService:
@@ -75,9 +76,14 @@ class AnalysisService:
                     log.exception("analysis_loop_error")
                 await self._listener.wait(self._poll)
         finally:
-            for task in self._in_flight.values():
-                task.cancel()
-            await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+            # Shutting down: analyses that are storing their result get a moment to commit; the rest (waiting
+            # on a model) are cancelled, and their claims expire or are released at the next start.
+            in_flight = list(self._in_flight.values())
+            if in_flight:
+                _, unfinished = await asyncio.wait(in_flight, timeout=SHUTDOWN_GRACE_SECONDS)
+                for task in unfinished:
+                    task.cancel()
+                await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def _start_waiting(self) -> None:
         free = CONCURRENCY - len(self._in_flight)
