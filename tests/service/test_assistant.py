@@ -4,7 +4,6 @@ real Telegram templates and checked as valid Telegram HTML."""
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,44 +21,12 @@ from tests.fakes.chat import Sent
 from tests.fakes.model import VALID, FakeModel
 from tests.harness import APPROVER, OPERATOR, STRANGER, VIEWER, fixture
 from tests.service.conftest import CARD_CHAT, World
+from tests.service.helpers import PLAYBOOK_YAML, alert_payload, open_incident
 
 RENDERER = Renderer(ZoneInfo("UTC"))
 DM = ChatTarget("telegram", str(STRANGER))  # not a card chat: reading needs the viewer role here
 NASTY = "p99 < 200ms & climbing <script>alert(1)</script>"
 MARKER = "zebra-marker-7f3a"  # a word only the alert data contains
-
-PLAYBOOK_YAML = """
-playbooks:
-  - name: disk-cleanup
-    description: Restart the writer so it releases deleted log files
-    root_cause: "{service} filled its disk with logs"
-    symptoms:
-      alertnames: [DiskFull]
-    steps:
-      - name: restart
-        command: kubectl -n {namespace} rollout restart deployment/{service}
-      - name: wait
-        command: kubectl -n {namespace} rollout status deployment/{service}
-"""
-
-
-def alert_payload(alertname: str = "KubePodCrashLooping", **annotations: str) -> dict[str, Any]:
-    payload = copy.deepcopy(fixture("01-firing-one-alert.json"))
-    for alert in payload["alerts"]:
-        alert["labels"]["alertname"] = alertname
-        alert["labels"].update(namespace="prod", deployment="api", service="api")
-        alert["annotations"].update(annotations)
-        alert["fingerprint"] = f"{alertname.lower()}{alert['fingerprint']}"[:16]
-    payload["commonLabels"].update(alertname=alertname, namespace="prod", deployment="api", service="api")
-    payload["groupKey"] = f"{{}}:{{alertname=\"{alertname}\"}}"
-    return payload
-
-
-async def open_incident(world: World, payload: dict[str, Any] | None = None) -> int:
-    result = await world.incidents.ingest(parse_alertmanager(payload or alert_payload()))
-    await world.settle()
-    return result.incidents_opened[0]
-
 
 def rendered(sent: Sent) -> str:
     """The message as the user sees it: rendered by the real template, parsed as Telegram does (raises on

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.notify import Wakeup
+from services.notify import Listener, Wakeup
 
 
 async def test_listener_wait_returns_on_wake_and_on_timeout() -> None:
@@ -24,11 +24,11 @@ async def test_cancellation_in_the_same_turn_as_a_wake_up_stops_the_worker() -> 
         wakeup = Wakeup()
         listener = wakeup.listener()
 
-        async def worker() -> None:
+        async def worker(listener: Listener) -> None:
             while True:
                 await listener.wait(5)
 
-        task = asyncio.create_task(worker())
+        task = asyncio.create_task(worker(listener))
         await asyncio.sleep(0)
         wakeup.set()
         task.cancel()
