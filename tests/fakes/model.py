@@ -29,10 +29,15 @@ class Call:
 
 class FakeModel:
     """``script`` items: a dict (answered as JSON), a str (answered as raw text), a ModelError (raised),
-    or a callable returning one of those. ``delay`` seconds pass before each answer."""
+    or a callable returning one of those. ``delay`` seconds pass before each answer, and a ``gate`` holds
+    every answer until the test opens it."""
 
-    def __init__(self, *script: Any, name: str = "fake-model", delay: float = 0.0, default: Any = None) -> None:
+    def __init__(
+        self, *script: Any, name: str = "fake-model", delay: float = 0.0, default: Any = None,
+        gate: asyncio.Event | None = None,
+    ) -> None:
         self.name = name
+        self.gate = gate  # when given, every answer waits until the test sets it
         self.script = list(script)
         self.delay = delay
         self.default = default
@@ -44,6 +49,8 @@ class FakeModel:
         self.calls.append(Call(messages, json_schema))
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.gate is not None:
+            await self.gate.wait()
         if self.script:
             item = self.script.pop(0)
         elif self.default is not None:
