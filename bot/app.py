@@ -119,7 +119,7 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         db, playbooks, knowledge, advisor, counters, clock, sla_seconds=settings.decision_sla_seconds
     )
     chat = ChatService(db, queries, notifier, roles, clock)
-    analysis = AnalysisService(db, decisions, queries, notifier, roles, clock, analysis_wakeup)
+    analysis = AnalysisService(db, decisions, settings.remediation_policy, queries, notifier, roles, clock, analysis_wakeup)
     deps = Deps(
         settings=settings,
         db=db,

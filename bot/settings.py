@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -9,7 +10,9 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from services.policy import RemediationPolicy
 from services.roles import RoleMap, parse_roles
+from services.safety import NamespacePolicy
 
 OFFICIAL_TELEGRAM_API = "https://api.telegram.org"
 
@@ -44,6 +47,12 @@ class Settings(BaseSettings):
     ai_timeout_seconds: float = Field(default=20.0, gt=0, le=600)
     decision_sla_seconds: float = Field(default=30.0, gt=0, le=3600)
     playbooks_file: str | None = None
+
+    # The remediation policy (services/safety.py): which tools may run, which namespaces weigh more, auto mode.
+    allowed_tools: str = "kubectl"
+    prod_namespaces: str = "prod,production,*-prod"
+    auto_remediation: bool = False
+    auto_min_confidence: float = Field(default=0.65, ge=0, le=1)
 
     roles: str = ""
     timezone: str = "Asia/Taipei"
@@ -85,6 +94,21 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
 
+    @field_validator("prod_namespaces")
+    @classmethod
+    def _valid_namespaces(cls, value: str) -> str:
+        NamespacePolicy.parse(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("allowed_tools")
+    @classmethod
+    def _valid_tools(cls, value: str) -> str:
+        tools = [t.strip() for t in value.split(",") if t.strip()]
+        bad = [t for t in tools if not re.fullmatch(r"[A-Za-z0-9_.+-]{1,64}", t)]
+        if bad:
+            raise ValueError(f"not a tool name: {bad[0]!r} (comma-separated executable names, e.g. kubectl,helm)")
+        return ",".join(tools)
+
     @field_validator("ai_base_url")
     @classmethod
     def _ai_base(cls, value: str | None) -> str | None:
@@ -120,6 +144,15 @@ class Settings(BaseSettings):
     @property
     def telegram_enabled(self) -> bool:
         return self.telegram_token is not None
+
+    @property
+    def remediation_policy(self) -> RemediationPolicy:
+        return RemediationPolicy(
+            namespaces=NamespacePolicy.parse(self.prod_namespaces),
+            allowed_tools=frozenset(t for t in self.allowed_tools.split(",") if t),
+            auto_enabled=self.auto_remediation,
+            min_confidence=self.auto_min_confidence,
+        )
 
     @property
     def ai_enabled(self) -> bool:

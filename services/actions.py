@@ -28,6 +28,10 @@ class Outcome(StrEnum):
     DETAILS_SENT = "details_sent"
     HISTORY_SENT = "history_sent"
     ALREADY_POSTED = "already_posted"
+    BLOCKED = "blocked"  # the policy blocks the command: nobody can approve it
+    SELF_APPROVAL = "self_approval"  # the person who proposed a command cannot approve it
+    PARTIAL_APPROVAL = "partial_approval"  # signed; the two-approver tier needs another approver
+    ALREADY_SIGNED = "already_signed"  # this approver has already signed; a second approver must agree
 
 
 @dataclass(frozen=True)
@@ -37,12 +41,15 @@ class ActionResult:
     state: str | None = None  # the proposal state found, when it explains the outcome
     by: str | None = None  # who decided it, when already decided
     needed_role: str | None = None
+    count: int | None = None  # approvals so far (two-approver tier)
+    required: int | None = None
 
     @property
     def ok(self) -> bool:
         return self.outcome in (
             Outcome.APPROVED,
             Outcome.REJECTED,
+            Outcome.PARTIAL_APPROVAL,
             Outcome.REANALYSING,
             Outcome.DETAILS_SENT,
             Outcome.HISTORY_SENT,

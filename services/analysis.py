@@ -20,6 +20,8 @@ from services.actions import ActionResult, Actor, Outcome
 from services.errors import IncidentNotFound
 from services.incidents import incident_ref
 from services.decision import DecisionResult, DecisionService
+from services.policy import RemediationPolicy, assessment_fields
+from services.safety import Tier
 from services.notify import Notifier, Wakeup
 from services.ports import IncidentFacts
 from services.queries import IncidentQueries
@@ -34,6 +36,13 @@ log = structlog.get_logger(__name__)
 
 CLAIM_MARGIN = timedelta(seconds=60)  # a claim outlives the decision SLA by this much before others may retry
 CONCURRENCY = 8
+REANALYSABLE = (ProposalState.PENDING, ProposalState.BLOCKED)  # undecided: a fresh opinion may replace it
+# A trusted proposal scored ≤ 10 with auto-remediation on is approved by alertpilot itself.
+AUTO_DECISION = {
+    "decided_by": "alertpilot",
+    "decided_by_name": "alertpilot (auto)",
+    "decision_reason": "auto-remediation: low blast radius, trusted proposal",
+}
 SHUTDOWN_GRACE_SECONDS = 1.0
 
 
@@ -42,6 +51,7 @@ class AnalysisService:
         self,
         db: Database,
         decisions: DecisionService,
+        policy: RemediationPolicy,
         queries: IncidentQueries,
         notifier: Notifier,
         roles: RoleMap,
@@ -51,7 +61,7 @@ class AnalysisService:
         owner: str | None = None,
         poll_seconds: float = 2.0,
     ) -> None:
-        self._db, self._decisions, self._queries = db, decisions, queries
+        self._db, self._decisions, self._policy, self._queries = db, decisions, policy, queries
         self._notify, self._roles, self._now = notifier, roles, clock
         self._claim_ttl = timedelta(seconds=decisions.sla_seconds) + CLAIM_MARGIN
         self._wakeup = wakeup
@@ -179,11 +189,19 @@ class AnalysisService:
                 if record.outcome == DecisionOutcome.USED:
                     used = record
             previous = await tx.proposals.current(incident_id) or await tx.proposals.previous(incident_id)
-            state = ProposalState.PENDING if incident.status == IncidentStatus.FIRING else ProposalState.EXPIRED
+            playbook = None if draft.playbook_id is None else await tx.playbooks.get(draft.playbook_id)
+            assessment = self._policy.assess(
+                draft,
+                playbook_runs=playbook.executions if playbook else 0,
+                playbook_successes=playbook.successes if playbook else 0,
+            )
+            state, auto = _initial_state(incident.status == IncidentStatus.FIRING, assessment.tier)
             proposal = await tx.proposals.add_current(
                 Proposal(
                     incident_id=incident_id,
                     state=state,
+                    **assessment_fields(assessment),
+                    **(AUTO_DECISION | {"decided_at": now} if auto else {}),
                     source=draft.source,
                     model=draft.model,
                     category=draft.category,
@@ -206,7 +224,13 @@ class AnalysisService:
                 incident_id=incident_id, at=now, kind="proposed", actor=requested_by,
                 proposal_id=proposal.id, source=draft.source, model=draft.model, command=draft.command,
                 latency_ms=result.latency_ms, fallback_reason=result.fallback_reason,
+                blast_score=assessment.score.value, tier=assessment.tier.value,
             )
+            if auto:
+                await tx.timeline.add(
+                    incident_id=incident_id, at=now, kind="approved", actor=AUTO_DECISION["decided_by"],
+                    name=AUTO_DECISION["decided_by_name"], proposal_id=proposal.id, reason=AUTO_DECISION["decision_reason"],
+                )
             await tx.outbox.expedite_cards(incident_id, now)
             await self._notify.card(tx, incident_id, now)
             if requested_by is not None and previous is not None:
@@ -234,10 +258,10 @@ class AnalysisService:
                 result = ActionResult(Outcome.INCIDENT_RESOLVED, ref)
             elif incident.needs_analysis:
                 result = ActionResult(Outcome.ANALYSIS_RUNNING, ref)
-            elif proposal is not None and proposal.state != ProposalState.PENDING:
+            elif proposal is not None and proposal.state not in REANALYSABLE:
                 result = ActionResult(Outcome.NOT_REANALYSABLE, ref, state=proposal.state, by=proposal.decided_by_name)
             elif proposal is not None and not await tx.proposals.transition(
-                proposal.id or 0, [ProposalState.PENDING], ProposalState.SUPERSEDED
+                proposal.id or 0, list(REANALYSABLE), ProposalState.SUPERSEDED
             ):
                 await tx.session.refresh(proposal)
                 result = ActionResult(Outcome.NOT_REANALYSABLE, ref, state=proposal.state, by=proposal.decided_by_name)
@@ -252,3 +276,14 @@ class AnalysisService:
             self._notify.wake()
         log.info("reanalyse", incident_id=incident_id, actor=actor.id, outcome=result.outcome)
         return result
+
+
+def _initial_state(firing: bool, tier: Tier) -> tuple[ProposalState, bool]:
+    """A new proposal's state from its tier: (state, approved automatically)."""
+    if not firing:
+        return ProposalState.EXPIRED, False
+    if tier is Tier.BLOCKED:
+        return ProposalState.BLOCKED, False
+    if tier is Tier.AUTO:
+        return ProposalState.APPROVED, True
+    return ProposalState.PENDING, False

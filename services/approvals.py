@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import structlog
 
 from services.actions import ActionResult, Actor, Outcome
@@ -11,7 +13,8 @@ from services.notify import Notifier
 from services.roles import Role, RoleMap
 from storage.clock import Clock
 from storage.db import Database
-from storage.tables import IncidentStatus, ProposalState
+from storage.repos import Tx
+from storage.tables import Approval, IncidentStatus, Proposal, ProposalState
 
 log = structlog.get_logger(__name__)
 
@@ -37,37 +40,85 @@ class ApprovalService:
                 result = ActionResult(Outcome.INCIDENT_RESOLVED, ref)
             elif (proposal := await tx.proposals.current(incident_id)) is None:
                 result = ActionResult(Outcome.NO_PROPOSAL, ref)
+            elif approve:
+                result = await self._approve(tx, proposal, actor, reason, now)
             else:
-                assert proposal.id is not None
-                new_state = ProposalState.APPROVED if approve else ProposalState.REJECTED
-                applied = await tx.proposals.transition(
-                    proposal.id,
-                    [ProposalState.PENDING],
-                    new_state,
-                    decided_by=actor.id,
-                    decided_by_name=actor.name,
-                    decided_at=now,
-                    decision_reason=reason.strip()[:500] or None,
-                )
-                if not applied:
-                    await tx.session.refresh(proposal)
-                    result = ActionResult(Outcome.ALREADY_DECIDED, ref, state=proposal.state, by=proposal.decided_by_name)
-                else:
-                    await tx.incidents.acknowledge(incident_id, now)
-                    await tx.timeline.add(
-                        incident_id=incident_id, at=now, kind=new_state.value, actor=actor.id, name=actor.name,
-                        proposal_id=proposal.id, reason=reason.strip()[:500],
-                    )
-                    await self._notify.card(tx, incident_id, now)
-                    await self._notify.thread(
-                        tx,
-                        incident_id,
-                        "decision",
-                        {"ref": ref, "approved": approve, "by": actor.name, "at": now.isoformat(), "reason": reason.strip()[:300]},
-                        now,
-                        dedup_key=f"decision:{proposal.id}",
-                    )
-                    result = ActionResult(Outcome.APPROVED if approve else Outcome.REJECTED, ref)
+                result = await self._apply(tx, proposal, actor, reason, now, approve=False)
         self._notify.wake()
         log.info("decision", incident_id=incident_id, actor=actor.id, action=verb, outcome=result.outcome)
         return result
+
+    async def _approve(self, tx: Tx, proposal: Proposal, actor: Actor, reason: str, now: datetime) -> ActionResult:
+        """An approval: never of a blocked command, never by its proposer; the two-approver tier needs two
+        different approvers (each signature is a unique row; the proposal row is locked while counting)."""
+        assert proposal.id is not None
+        ref = incident_ref(proposal.incident_id)
+        if proposal.state == ProposalState.BLOCKED:
+            return ActionResult(Outcome.BLOCKED, ref, state=proposal.blocked_reason)
+        if proposal.proposed_by is not None and proposal.proposed_by == actor.id:
+            await tx.timeline.add(
+                incident_id=proposal.incident_id, at=now, kind="decision_refused", actor=actor.id, action="approve",
+                name=actor.name, reason="proposer",
+            )
+            return ActionResult(Outcome.SELF_APPROVAL, ref)
+        if not await tx.proposals.lock_pending(proposal.id):
+            await tx.session.refresh(proposal)
+            return ActionResult(Outcome.ALREADY_DECIDED, ref, state=proposal.state, by=proposal.decided_by_name)
+        required = max(1, proposal.required_approvals or 1)
+        if not await tx.approvals.add(
+            Approval(proposal_id=proposal.id, incident_id=proposal.incident_id, actor=actor.id, name=actor.name, at=now)
+        ):
+            return ActionResult(Outcome.ALREADY_SIGNED, ref, count=1, required=required)
+        count = len(await tx.approvals.of_proposal(proposal.id))
+        if count >= required:
+            return await self._apply(tx, proposal, actor, reason, now, approve=True)
+        await tx.incidents.acknowledge(proposal.incident_id, now)
+        await tx.timeline.add(
+            incident_id=proposal.incident_id, at=now, kind="approval_signed", actor=actor.id, name=actor.name,
+            proposal_id=proposal.id, count=count, required=required,
+        )
+        await self._notify.card(tx, proposal.incident_id, now)
+        await self._notify.thread(
+            tx, proposal.incident_id, "decision",
+            {"ref": ref, "approved": True, "by": actor.name, "at": now.isoformat(), "reason": "",
+             "count": count, "required": required},
+            now, dedup_key=f"signed:{proposal.id}:{actor.id}",
+        )
+        return ActionResult(Outcome.PARTIAL_APPROVAL, ref, count=count, required=required)
+
+    async def _apply(
+        self, tx: Tx, proposal: Proposal, actor: Actor, reason: str, now: datetime, *, approve: bool
+    ) -> ActionResult:
+        """The decision itself: one compare-and-set from pending, a timeline event, the card and a thread."""
+        assert proposal.id is not None
+        ref = incident_ref(proposal.incident_id)
+        new_state = ProposalState.APPROVED if approve else ProposalState.REJECTED
+        applied = await tx.proposals.transition(
+            proposal.id,
+            [ProposalState.PENDING],
+            new_state,
+            decided_by=actor.id,
+            decided_by_name=actor.name,
+            decided_at=now,
+            decision_reason=reason.strip()[:500] or None,
+        )
+        if not applied:
+            await tx.session.refresh(proposal)
+            return ActionResult(Outcome.ALREADY_DECIDED, ref, state=proposal.state, by=proposal.decided_by_name)
+        await tx.incidents.acknowledge(proposal.incident_id, now)
+        await tx.timeline.add(
+            incident_id=proposal.incident_id, at=now, kind=new_state.value, actor=actor.id, name=actor.name,
+            proposal_id=proposal.id, reason=reason.strip()[:500],
+        )
+        await self._notify.card(tx, proposal.incident_id, now)
+        required = max(1, proposal.required_approvals or 1)
+        await self._notify.thread(
+            tx,
+            proposal.incident_id,
+            "decision",
+            {"ref": ref, "approved": approve, "by": actor.name, "at": now.isoformat(), "reason": reason.strip()[:300],
+             "count": required if approve else 0, "required": required},
+            now,
+            dedup_key=f"decision:{proposal.id}",
+        )
+        return ActionResult(Outcome.APPROVED if approve else Outcome.REJECTED, ref)

@@ -124,6 +124,8 @@ def result_context(result: ActionResult) -> dict[str, Any]:
         "state": result.state,
         "by": result.by,
         "needed_role": result.needed_role,
+        "count": result.count,
+        "required": result.required,
     }
 
 

@@ -40,6 +40,13 @@ class ProposalView:
     fallback_reason: str | None = None  # why the rules answered although a model is configured
     playbook_name: str | None = None
     steps: tuple[str, ...] = ()  # a playbook's later steps
+    blast_score: int | None = None  # 0–100 (None: assessed before the policy existed)
+    tier: str | None = None  # auto | one_approver | two_approvers | blocked
+    required_approvals: int = 1
+    reasons: str = ""  # the score's reasons in one line: "rollout restart 8 × prod 1.5 = 12"
+    rollback_plan: str | None = None
+    blocked_reason: str | None = None
+    approved_by: tuple[str, ...] = ()  # signatures so far (two-approver tier)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,8 @@ class IncidentQueries:
             raise IncidentNotFound(incident_ref(incident_id))
         alerts = await tx.alerts.of_incident(incident_id)
         proposal = await tx.proposals.current(incident_id)
-        return build_card(incident, alerts, proposal)
+        approvals = [] if proposal is None or proposal.id is None else await tx.approvals.of_proposal(proposal.id)
+        return build_card(incident, alerts, proposal, [a.name for a in approvals])
 
     async def details_pages(self, tx: Tx, incident_id: int) -> tuple[list[list[dict[str, Any]]], int]:
         return detail_pages(await tx.alerts.of_incident(incident_id))
@@ -202,6 +203,14 @@ def _proposal_json(p: Proposal) -> dict[str, Any]:
         "confidence": p.confidence,
         "latency_ms": p.latency_ms,
         "fallback_reason": p.fallback_reason,
+        "blast_score": p.blast_score,
+        "tier": p.tier,
+        "required_approvals": p.required_approvals,
+        "score_reasons": list(p.score_reasons or []),
+        "blocked_reason": p.blocked_reason,
+        "rollback_plan": p.rollback_plan,
+        "spec": p.spec,
+        "proposed_by": p.proposed_by,
         "playbook": p.playbook_name,
         "steps": list(p.steps or []),
         "decided_by": p.decided_by,

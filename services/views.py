@@ -5,6 +5,7 @@ entity parsing) whatever an alert contains."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -18,16 +19,19 @@ CARD_LIMITS = {
     "title": 200,
     "service": 80,
     "namespace": 80,
-    "summary": 400,
-    "root_cause": 600,
-    "command": 500,
-    "reasoning": 400,
+    "summary": 300,
+    "root_cause": 450,
+    "command": 400,
+    "reasoning": 300,
     "risk": 40,
     "decided_by": 80,
-    "decision_reason": 300,
+    "decision_reason": 200,
     "model": 60,
     "playbook_name": 80,
     "step": 120,
+    "reasons": 200,
+    "rollback_plan": 200,
+    "blocked_reason": 200,
 }
 CARD_MAX_STEPS = 4
 DETAIL_MAX_LABELS = 25
@@ -67,16 +71,19 @@ def card_actions(incident: Incident, proposal: Proposal | None) -> tuple[CardAct
     actions: list[CardAction] = []
     firing = incident.status == IncidentStatus.FIRING
     pending = proposal is not None and proposal.state == ProposalState.PENDING
-    if firing and pending:
+    blocked = proposal is not None and proposal.state == ProposalState.BLOCKED
+    if firing and pending:  # a blocked proposal has no Approve button: nothing can make it runnable
         actions += [CardAction.APPROVE, CardAction.REJECT]
     actions.append(CardAction.DETAILS)
-    if firing and not incident.needs_analysis and (proposal is None or pending):
+    if firing and not incident.needs_analysis and (proposal is None or pending or blocked):
         actions.append(CardAction.REANALYSE)
     actions.append(CardAction.HISTORY)
     return tuple(actions)
 
 
-def build_card(incident: Incident, alerts: list[Alert], proposal: Proposal | None) -> IncidentCard:
+def build_card(
+    incident: Incident, alerts: list[Alert], proposal: Proposal | None, approved_by: Sequence[str] = ()
+) -> IncidentCard:
     assert incident.id is not None
     firing = sum(1 for a in alerts if a.status == "firing")
     summary = ""
@@ -102,12 +109,12 @@ def build_card(incident: Incident, alerts: list[Alert], proposal: Proposal | Non
         resolved_at=incident.resolved_at,
         duration_minutes=duration,
         analysing=incident.needs_analysis and incident.status == IncidentStatus.FIRING,
-        proposal=None if proposal is None else proposal_view(proposal),
+        proposal=None if proposal is None else proposal_view(proposal, approved_by),
         actions=card_actions(incident, proposal),
     )
 
 
-def proposal_view(p: Proposal) -> ProposalView:
+def proposal_view(p: Proposal, approved_by: Sequence[str] = ()) -> ProposalView:
     return ProposalView(
         state=p.state,
         source=p.source,
@@ -124,6 +131,13 @@ def proposal_view(p: Proposal) -> ProposalView:
         fallback_reason=p.fallback_reason,
         playbook_name=clip(p.playbook_name, CARD_LIMITS["playbook_name"]) or None,
         steps=tuple(clip(step, CARD_LIMITS["step"]) for step in (p.steps or [])[:CARD_MAX_STEPS]),
+        blast_score=p.blast_score,
+        tier=p.tier,
+        required_approvals=p.required_approvals if p.required_approvals is not None else 1,
+        reasons=clip(" ".join(p.score_reasons or []), CARD_LIMITS["reasons"]),
+        rollback_plan=clip(p.rollback_plan, CARD_LIMITS["rollback_plan"]) or None,
+        blocked_reason=clip(p.blocked_reason, CARD_LIMITS["blocked_reason"]) or None,
+        approved_by=tuple(clip(name, CARD_LIMITS["decided_by"]) for name in approved_by[:2]),
     )
 
 

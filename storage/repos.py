@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.tables import (
     Alert,
     AlertStatus,
+    Approval,
     Decision,
     Incident,
     IncidentStatus,
@@ -271,6 +272,16 @@ class ProposalRepo:
         )
         return result.rowcount == 1
 
+    async def lock_pending(self, proposal_id: int) -> bool:
+        """Take the proposal's row lock while it is pending (a no-op UPDATE): concurrent signatures on the
+        same proposal are then counted one after another, even on PostgreSQL replicas."""
+        result = await self._s.execute(
+            update(Proposal)
+            .where(Proposal.id == proposal_id, Proposal.state == ProposalState.PENDING)
+            .values(state=Proposal.state)
+        )
+        return result.rowcount == 1
+
     async def previous(self, incident_id: int) -> Proposal | None:
         """The newest proposal that is no longer current (the one a re-analyse replaced)."""
         rows = await self._s.execute(
@@ -506,6 +517,35 @@ class KeyValueRepo:
         return value
 
 
+class ApprovalRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def add(self, approval: Approval) -> bool:
+        """Record a signature; False when this person had already signed (nothing changes)."""
+        try:
+            async with self._s.begin_nested():
+                self._s.add(approval)
+                await self._s.flush()
+        except IntegrityError:
+            return False
+        return True
+
+    async def of_proposal(self, proposal_id: int) -> list[Approval]:
+        rows = await self._s.execute(select(Approval).where(Approval.proposal_id == proposal_id).order_by(Approval.id))  # type: ignore[arg-type]
+        return list(rows.scalars())
+
+    async def of_proposals(self, proposal_ids: Iterable[int]) -> dict[int, list[Approval]]:
+        ids = list(proposal_ids)
+        if not ids:
+            return {}
+        rows = await self._s.execute(select(Approval).where(Approval.proposal_id.in_(ids)).order_by(Approval.id))  # type: ignore[attr-defined,arg-type]
+        found: dict[int, list[Approval]] = {}
+        for approval in rows.scalars():
+            found.setdefault(approval.proposal_id, []).append(approval)
+        return found
+
+
 class DecisionRepo:
     def __init__(self, session: AsyncSession) -> None:
         self._s = session
@@ -624,6 +664,7 @@ class Tx:
         self.outbox = OutboxRepo(session)
         self.kv = KeyValueRepo(session)
         self.decisions = DecisionRepo(session)
+        self.approvals = ApprovalRepo(session)
         self.knowledge = KnowledgeRepo(session)
         self.playbooks = PlaybookRepo(session)
 

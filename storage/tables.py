@@ -164,6 +164,29 @@ class Proposal(SQLModel, table=True):
     playbook_id: int | None = Field(default=None, foreign_key="playbook.id")
     playbook_name: str | None = None
     steps: list[str] | None = added_json()  # a playbook's later steps (``command`` is the first)
+    # Added with the remediation policy: the command's assessment (services/safety.py).
+    blast_score: int | None = None  # 0–100
+    tier: str | None = None  # auto | one_approver | two_approvers | blocked
+    required_approvals: int | None = None
+    score_reasons: list[str] | None = added_json()
+    blocked_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    rollback_plan: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    spec: dict[str, Any] | None = added_json()  # the parsed RemediationSpec
+    proposed_by: str | None = None  # a person who proposed the command (/run): never its approver
+
+
+class Approval(SQLModel, table=True):
+    """One approver's signature on a proposal. Unique per person: a second click by the same approver of a
+    two-approver proposal cannot count twice, even from two replicas at once."""
+
+    __table_args__ = (UniqueConstraint("proposal_id", "actor", name="uq_approval_actor"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    proposal_id: int = Field(foreign_key="proposal.id", index=True)
+    incident_id: int = Field(foreign_key="incident.id")
+    actor: str
+    name: str = ""
+    at: datetime = ts()
 
 
 class DecisionOutcome(StrEnum):

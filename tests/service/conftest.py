@@ -23,15 +23,20 @@ from services.notify import Notifier, Wakeup
 from services.outbox import OutboxSender
 from services.pacing import Pacer
 from services.playbooks import PlaybookService
+from services.policy import RemediationPolicy
 from services.ports import ChannelLimits, ChatModel, ChatTarget
 from services.queries import IncidentQueries
 from services.roles import parse_roles
+from services.safety import NamespacePolicy
 from bot.render import Renderer
 from storage.db import Database
 from tests.fakes.chat import FakeClock, FakeGateway
 from tests.harness import ROLES, scratch_postgres_database
 
 CARD_CHAT = ChatTarget("telegram", "-100")
+POLICY = RemediationPolicy(
+    namespaces=NamespacePolicy(), allowed_tools=frozenset({"kubectl"}), auto_enabled=False, min_confidence=0.65
+)
 
 
 @dataclass
@@ -69,18 +74,22 @@ class World:
                 return
             self.clock.advance(seconds=6)  # past the first-card grace and retry backoffs
 
-    async def rebuild(self, *, model: ChatModel | None, sla_seconds: float = 30.0, kb_budget_seconds: float = 5.0) -> None:
+    async def rebuild(
+        self, *, model: ChatModel | None, sla_seconds: float = 30.0, kb_budget_seconds: float = 5.0,
+        policy: RemediationPolicy | None = None,
+    ) -> None:
         """Swap the decision engine and the assistant for ones that use ``model`` (None: rules only)."""
         await self.decisions.aclose()
         services = _decision_services(
-            self.db, self.clock, model, sla_seconds, self.notifier, self.queries, self.chat, kb_budget_seconds
+            self.db, self.clock, model, sla_seconds, self.notifier, self.queries, self.chat, kb_budget_seconds,
+            policy or POLICY,
         )
         self.decisions, self.analysis, self.assistant, self.metrics, self.knowledge, self.playbooks = services
 
 
 def _decision_services(
     db: Database, clock: FakeClock, model: ChatModel | None, sla_seconds: float, notifier: Notifier,
-    queries: IncidentQueries, chat: ChatService, kb_budget_seconds: float = 5.0,
+    queries: IncidentQueries, chat: ChatService, kb_budget_seconds: float = 5.0, policy: RemediationPolicy = POLICY,
 ) -> tuple[DecisionService, AnalysisService, AssistantService, Metrics, KnowledgeService, PlaybookService]:
     metrics = Metrics()
     roles = parse_roles(ROLES)
@@ -90,7 +99,7 @@ def _decision_services(
     decisions = DecisionService(
         db, playbooks, knowledge, advisor, metrics, clock, sla_seconds=sla_seconds, kb_budget_seconds=kb_budget_seconds
     )
-    analysis = AnalysisService(db, decisions, queries, notifier, roles, clock, Wakeup())
+    analysis = AnalysisService(db, decisions, policy, queries, notifier, roles, clock, Wakeup())
     assistant = AssistantService(queries, knowledge, playbooks, advisor, chat, clock, budget_seconds=sla_seconds)
     return decisions, analysis, assistant, metrics, knowledge, playbooks
 
