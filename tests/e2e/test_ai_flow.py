@@ -4,34 +4,14 @@ loopback, reached through ALERTPILOT_AI_BASE_URL like a real deployment."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bot.render import html_to_text
+from tests.e2e.conftest import SLA, start
 from tests.fakes.botapi import FakeBotAPI
 from tests.fakes.openai import VALID_PROPOSAL, FakeOpenAI, Reply
-from tests.harness import CHAT_ID, OPERATOR, VIEWER, AppUnderTest, app_settings, eventually, fixture, start_app
-
-SLA = 2.0
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI(model="fake-model") as fake:
-        yield fake
-
-
-async def start(tmp_path: Path, bot_api: FakeBotAPI, model: FakeOpenAI, **overrides: Any) -> AppUnderTest:
-    settings = app_settings(
-        tmp_path, bot_api=bot_api.base_url, ai_base_url=model.base_url, ai_model="fake-model",
-        ai_api_key="sk-test", decision_sla_seconds=SLA, ai_timeout_seconds=10, **overrides,
-    )
-    running = await start_app(settings)
-    await bot_api.wait_for("getUpdates")
-    return running
+from tests.harness import CHAT_ID, OPERATOR, VIEWER, AppUnderTest, eventually, fixture
 
 
 def proposal_cards(bot_api: FakeBotAPI) -> list[dict[str, Any]]:

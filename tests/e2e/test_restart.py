@@ -10,7 +10,17 @@ import httpx
 import pytest
 
 from tests.fakes.botapi import FakeBotAPI
-from tests.harness import APPROVER, BOT_TOKEN, CHAT_ID, ROLES, TOKEN, AppProcess, eventually, fixture, free_port
+from tests.harness import (
+    APPROVER,
+    BOT_TOKEN,
+    CHAT_ID,
+    ROLES,
+    TOKEN,
+    AppProcess,
+    eventually,
+    fixture,
+    free_port,
+)
 
 
 def card_sends(bot_api: FakeBotAPI, ref: str) -> list[dict]:

@@ -13,7 +13,12 @@ from aiogram.client.telegram import TelegramAPIServer
 
 from bot.chat.telegram import TelegramGateway
 from bot.render import Renderer
-from services.errors import MessageGone, PermanentDeliveryError, RateLimited, TransientDeliveryError
+from services.errors import (
+    MessageGone,
+    PermanentDeliveryError,
+    RateLimited,
+    TransientDeliveryError,
+)
 from services.ports import CardAction, IncidentCard
 from tests.fakes.botapi import FakeBotAPI
 from tests.harness import BOT_TOKEN, CHAT_ID
