@@ -41,6 +41,7 @@ class ActionResult:
     state: str | None = None  # the proposal state found, when it explains the outcome
     by: str | None = None  # who decided it, when already decided
     needed_role: str | None = None
+    namespace: str | None = None  # the namespace a namespace-limited role did not cover
     count: int | None = None  # approvals so far (two-approver tier)
     required: int | None = None
 

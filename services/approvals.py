@@ -10,13 +10,22 @@ from services.actions import ActionResult, Actor, Outcome
 from services.errors import IncidentNotFound
 from services.incidents import incident_ref
 from services.notify import Notifier
-from services.roles import Role, RoleMap
+from services.roles import ALL_NAMESPACES, Role, RoleMap
 from storage.clock import Clock
 from storage.db import Database
 from storage.repos import Tx
-from storage.tables import Approval, IncidentStatus, Proposal, ProposalState
+from storage.tables import Approval, Incident, IncidentStatus, Proposal, ProposalState
 
 log = structlog.get_logger(__name__)
+
+
+def action_namespace(incident: Incident, proposal: Proposal | None) -> str | None:
+    """The namespace an action on this incident touches, for namespace-limited roles: the command's own
+    (ALL_NAMESPACES for kubectl -A), else the incident's."""
+    spec = (proposal.spec if proposal is not None else None) or {}
+    if spec.get("all_namespaces"):
+        return ALL_NAMESPACES
+    return spec.get("namespace") or incident.namespace or None
 
 
 class ApprovalService:
@@ -31,14 +40,20 @@ class ApprovalService:
             incident = await tx.incidents.get(incident_id)
             if incident is None:
                 raise IncidentNotFound(ref)
-            if not self._roles.allows(actor.id, Role.APPROVER):
+            proposal = await tx.proposals.current(incident_id)
+            namespace = action_namespace(incident, proposal)
+            if not self._roles.allows(actor.id, Role.APPROVER, namespace=namespace):
                 await tx.timeline.add(
                     incident_id=incident_id, at=now, kind="decision_refused", actor=actor.id, action=verb, name=actor.name
                 )
-                result = ActionResult(Outcome.NOT_ALLOWED, ref, needed_role=Role.APPROVER.name.lower())
+                scoped = self._roles.role_of(actor.id) >= Role.APPROVER  # the role is there, the namespace is not
+                result = ActionResult(
+                    Outcome.NOT_ALLOWED, ref, needed_role=Role.APPROVER.name.lower(),
+                    namespace=namespace if scoped else None,
+                )
             elif incident.status == IncidentStatus.RESOLVED:
                 result = ActionResult(Outcome.INCIDENT_RESOLVED, ref)
-            elif (proposal := await tx.proposals.current(incident_id)) is None:
+            elif proposal is None:
                 result = ActionResult(Outcome.NO_PROPOSAL, ref)
             elif approve:
                 result = await self._approve(tx, proposal, actor, reason, now)

@@ -124,6 +124,7 @@ def result_context(result: ActionResult) -> dict[str, Any]:
         "state": result.state,
         "by": result.by,
         "needed_role": result.needed_role,
+        "namespace": result.namespace,
         "count": result.count,
         "required": result.required,
     }

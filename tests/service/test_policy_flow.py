@@ -7,7 +7,9 @@ import asyncio
 import dataclasses
 
 from services.actions import Outcome
+from services.approvals import ApprovalService
 from services.ports import CardAction
+from services.roles import parse_roles
 from tests.fakes.model import VALID, FakeModel
 from tests.harness import APPROVER, APPROVER2, OPERATOR
 from tests.service.conftest import POLICY, World
@@ -129,3 +131,13 @@ async def test_reanalyse_replaces_a_blocked_proposal(world: World) -> None:
     await world.settle()
     decision = await current(world, incident_id)
     assert decision["state"] == "pending" and decision["command"] == VALID["action"]
+
+
+async def test_namespace_limited_approvers_decide_only_in_their_namespaces(world: World) -> None:
+    roles = parse_roles("tg:501=approver@dev|staging tg:502=approver@prod")
+    approvals = ApprovalService(world.db, world.notifier, roles, world.clock)
+    incident_id = await open_incident(world)  # kubectl -n prod rollout restart deployment/api
+    refused = await approvals.decide(incident_id=incident_id, actor=world.actor(501, "@dev-lead"), approve=True)
+    assert refused.outcome is Outcome.NOT_ALLOWED and refused.namespace == "prod"
+    allowed = await approvals.decide(incident_id=incident_id, actor=world.actor(502, "@prod-lead"), approve=True)
+    assert allowed.outcome is Outcome.APPROVED

@@ -219,3 +219,21 @@ async def test_serve_refuses_a_bad_playbooks_file_naming_it(tmp_path: Path, caps
     assert await serve(settings) == 2
     err = capsys.readouterr().err
     assert "ALERTPILOT_PLAYBOOKS_FILE" in err and str(bad) in err and "restart-api" in err and "steps" in err
+
+
+def test_roles_limited_to_namespaces() -> None:
+    roles = parse_roles("tg:1=approver@prod|*-dev tg:2=admin wecom:alice=operator@Staging")
+    assert roles.allows("tg:1", Role.APPROVER, namespace="prod")
+    assert roles.allows("tg:1", Role.APPROVER, namespace="shop-dev")
+    assert not roles.allows("tg:1", Role.APPROVER, namespace="staging")
+    assert not roles.allows("tg:1", Role.APPROVER, namespace="*")  # kubectl -A needs an unlimited role
+    assert roles.allows("tg:1", Role.APPROVER)  # actions without a namespace
+    assert roles.allows("tg:2", Role.APPROVER, namespace="*")
+    assert roles.allows("wecom:alice", Role.OPERATOR, namespace="staging")
+    assert roles.scope_of("tg:1") == ("prod", "*-dev") and roles.scope_of("tg:2") == ()
+
+
+@pytest.mark.parametrize("text", ["tg:1=approver@", "tg:1=approver@|", "tg:1=approver@pr/od", "tg:1=boss@prod"])
+def test_roles_namespace_errors_name_the_entry(text: str) -> None:
+    with pytest.raises(ValueError, match="tg:1"):
+        parse_roles(text)
