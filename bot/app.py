@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TextIO
 
 import httpx
@@ -127,7 +128,7 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         notifier=notifier,
         incidents=IncidentService(db, notifier, clock, analysis_wakeup),
         queries=queries,
-        approvals=ApprovalService(db, notifier, roles, clock),
+        approvals=ApprovalService(db, notifier, roles, clock, ttl=timedelta(minutes=settings.approval_ttl_minutes)),
         analysis=analysis,
         chat=chat,
         decisions=decisions,
@@ -159,7 +160,10 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
             await sender.release_own_claims()
         await analysis.release_own_claims()
 
-    tasks = [asyncio.create_task(analysis.run(), name="analysis")]
+    tasks = [
+        asyncio.create_task(analysis.run(), name="analysis"),
+        asyncio.create_task(deps.approvals.run_expiry(), name="approval-expiry"),
+    ]
     tasks += [asyncio.create_task(s.run(outbox_wakeup.listener().wait), name=f"outbox-{s.channel}") for s in senders]
     dp: Dispatcher | None = None
     if bot is not None:

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     prod_namespaces: str = "prod,production,*-prod"
     auto_remediation: bool = False
     auto_min_confidence: float = Field(default=0.65, ge=0, le=1)
+    approval_ttl_minutes: int = Field(default=60, ge=1, le=10080)
 
     roles: str = ""
     timezone: str = "Asia/Taipei"

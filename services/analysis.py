@@ -36,7 +36,8 @@ log = structlog.get_logger(__name__)
 
 CLAIM_MARGIN = timedelta(seconds=60)  # a claim outlives the decision SLA by this much before others may retry
 CONCURRENCY = 8
-REANALYSABLE = (ProposalState.PENDING, ProposalState.BLOCKED)  # undecided: a fresh opinion may replace it
+# Undecided (or expired undecided while still firing): a fresh opinion may replace it.
+REANALYSABLE = (ProposalState.PENDING, ProposalState.BLOCKED, ProposalState.EXPIRED)
 # A trusted proposal scored ≤ 10 with auto-remediation on is approved by alertpilot itself.
 AUTO_DECISION = {
     "decided_by": "alertpilot",

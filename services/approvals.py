@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -18,6 +19,8 @@ from storage.tables import Approval, Incident, IncidentStatus, Proposal, Proposa
 
 log = structlog.get_logger(__name__)
 
+DEFAULT_TTL = timedelta(minutes=60)
+
 
 def action_namespace(incident: Incident, proposal: Proposal | None) -> str | None:
     """The namespace an action on this incident touches, for namespace-limited roles: the command's own
@@ -29,8 +32,50 @@ def action_namespace(incident: Incident, proposal: Proposal | None) -> str | Non
 
 
 class ApprovalService:
-    def __init__(self, db: Database, notifier: Notifier, roles: RoleMap, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, notifier: Notifier, roles: RoleMap, clock: Clock, *, ttl: timedelta = DEFAULT_TTL
+    ) -> None:
         self._db, self._notify, self._roles, self._now = db, notifier, roles, clock
+        self.ttl = ttl
+
+    async def run_expiry(self, every_seconds: float = 30.0) -> None:
+        """The expiry worker: proposals not decided within the TTL expire (compare-and-set, so a decision
+        racing the expiry wins or loses cleanly, and replicas expire each proposal once)."""
+        while True:
+            try:
+                await self.expire_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("expiry_loop_error")
+            await asyncio.sleep(every_seconds)
+
+    async def expire_due(self) -> int:
+        now = self._now()
+        minutes = int(self.ttl.total_seconds() // 60)
+        expired = 0
+        async with self._db.write() as tx:
+            for proposal in await tx.proposals.pending_created_before(now - self.ttl):
+                assert proposal.id is not None
+                if not await tx.proposals.transition(
+                    proposal.id, [ProposalState.PENDING], ProposalState.EXPIRED,
+                    decided_at=now, decision_reason=f"not decided within {minutes} min",
+                ):
+                    continue
+                ref = incident_ref(proposal.incident_id)
+                await tx.timeline.add(
+                    incident_id=proposal.incident_id, at=now, kind="expired", proposal_id=proposal.id, minutes=minutes,
+                )
+                await self._notify.card(tx, proposal.incident_id, now)
+                await self._notify.thread(
+                    tx, proposal.incident_id, "expired", {"ref": ref, "minutes": minutes, "command": proposal.command[:300]},
+                    now, dedup_key=f"expired:{proposal.id}",
+                )
+                expired += 1
+        if expired:
+            self._notify.wake()
+            log.info("proposals_expired", count=expired, ttl_minutes=minutes)
+        return expired
 
     async def decide(self, *, incident_id: int, actor: Actor, approve: bool, reason: str = "") -> ActionResult:
         ref = incident_ref(incident_id)

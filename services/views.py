@@ -71,7 +71,7 @@ def card_actions(incident: Incident, proposal: Proposal | None) -> tuple[CardAct
     actions: list[CardAction] = []
     firing = incident.status == IncidentStatus.FIRING
     pending = proposal is not None and proposal.state == ProposalState.PENDING
-    blocked = proposal is not None and proposal.state == ProposalState.BLOCKED
+    blocked = proposal is not None and proposal.state in (ProposalState.BLOCKED, ProposalState.EXPIRED)
     if firing and pending:  # a blocked proposal has no Approve button: nothing can make it runnable
         actions += [CardAction.APPROVE, CardAction.REJECT]
     actions.append(CardAction.DETAILS)

@@ -272,6 +272,20 @@ class ProposalRepo:
         )
         return result.rowcount == 1
 
+    async def pending_created_before(self, cutoff: datetime, limit: int = 100) -> list[Proposal]:
+        """Current pending proposals older than ``cutoff`` (their approval window has passed)."""
+        rows = await self._s.execute(
+            select(Proposal)
+            .where(
+                Proposal.state == ProposalState.PENDING,
+                Proposal.is_current.is_(True),  # type: ignore[attr-defined]
+                Proposal.created_at < cutoff,  # type: ignore[operator]
+            )
+            .order_by(Proposal.id)  # type: ignore[arg-type]
+            .limit(limit)
+        )
+        return list(rows.scalars())
+
     async def lock_pending(self, proposal_id: int) -> bool:
         """Take the proposal's row lock while it is pending (a no-op UPDATE): concurrent signatures on the
         same proposal are then counted one after another, even on PostgreSQL replicas."""

@@ -141,3 +141,23 @@ async def test_namespace_limited_approvers_decide_only_in_their_namespaces(world
     assert refused.outcome is Outcome.NOT_ALLOWED and refused.namespace == "prod"
     allowed = await approvals.decide(incident_id=incident_id, actor=world.actor(502, "@prod-lead"), approve=True)
     assert allowed.outcome is Outcome.APPROVED
+
+
+async def test_undecided_proposal_expires_and_later_approvals_do_not_count(world: World) -> None:
+    await world.rebuild(model=ai_proposing("kubectl -n prod delete deployment api"))
+    incident_id = await open_incident(world)
+    await world.approvals.decide(incident_id=incident_id, actor=world.actor(APPROVER, "@alice"), approve=True)
+    world.clock.advance(minutes=59)
+    assert await world.approvals.expire_due() == 0
+    world.clock.advance(minutes=2)
+    assert await world.approvals.expire_due() == 1
+    assert await world.approvals.expire_due() == 0  # once
+    decision = await current(world, incident_id)
+    assert decision["state"] == "expired" and decision["decision_reason"] == "not decided within 60 min"
+    late = await world.approvals.decide(incident_id=incident_id, actor=world.actor(APPROVER2, "@bob"), approve=True)
+    assert late.outcome is Outcome.ALREADY_DECIDED and late.state == "expired"
+    await world.settle()
+    [note] = world.gateway.messages("expired")
+    assert note.context["minutes"] == 60 and note.reply_to == world.gateway.cards()[0].message_id
+    card = world.gateway.cards()[-1].card
+    assert card is not None and CardAction.APPROVE not in card.actions and CardAction.REANALYSE in card.actions

@@ -546,6 +546,7 @@ PLAUSIBLE: dict[str, list[dict[str, Any]]] = {
                                "successes": 0, "steps": 1, "description": "", "alertnames": []}], "total": 40},
         {"items": [], "total": 0},
     ],
+    "expired": [{"ref": "INC-42", "minutes": 60, "command": "kubectl -n shop delete deployment <x>"}],
     "reanalysed": [
         {"ref": "INC-42", "old": "kubectl a <x>", "new": "kubectl b", "source": "ai", "model": "gpt", "fallback_reason": None},
         {"ref": "INC-42", "old": "kubectl a", "new": "kubectl a", "source": "rules", "model": None, "fallback_reason": "timeout"},
@@ -626,3 +627,31 @@ def test_render_telegram_visible_length_counts_after_entities() -> None:
 
 def test_render_templates_dir_is_the_project_one() -> None:
     assert TEMPLATES_DIR == Path(__file__).resolve().parents[2] / "templates"
+
+
+def test_render_card_shows_blast_radius_tier_rollback_and_approvals(renderer: Renderer) -> None:
+    proposal = make_proposal(
+        blast_score=82, tier="two_approvers", required_approvals=2,
+        score_reasons=["delete deployment 55", "× prod 1.5", "= 83 → 82"],
+        rollback_plan="kubectl -n shop rollout undo deployment/checkout",
+    )
+    card = build_card(make_incident(), [make_alert()], proposal, ["@alice <a>"])
+    plain = checked(renderer.render("telegram/card.html.j2", card=card))
+    assert "Blast radius 82 → 2 approvers · rollback: kubectl -n shop rollout undo deployment/checkout" in plain
+    assert "delete deployment 55 × prod 1.5 = 83 → 82" in plain
+    assert "Awaiting approval · 1/2 approvals: @alice <a>" in plain
+    blocked = make_proposal(state=ProposalState.BLOCKED, blast_score=100, tier="blocked", blocked_reason="deletes a namespace")
+    card = build_card(make_incident(), [make_alert()], blocked)
+    plain = checked(renderer.render("telegram/card.html.j2", card=card))
+    assert "Blast radius 100 → blocked" in plain and "⛔ Blocked: deletes a namespace" in plain
+    assert CardAction.APPROVE not in card.actions and CardAction.REANALYSE in card.actions
+
+
+def test_render_decision_partial_and_final_approval(renderer: Renderer) -> None:
+    at = CREATED.isoformat()
+    partial = checked(renderer.render("telegram/decision.html.j2", ref="INC-42", approved=True, by="@alice", at=at,
+                                      reason="", count=1, required=2))
+    assert "Approval 1/2 by @alice" in partial and "one more approver" in partial
+    final = checked(renderer.render("telegram/decision.html.j2", ref="INC-42", approved=True, by="@bob", at=at,
+                                    reason="", count=2, required=2))
+    assert "Approved by @bob" in final and "(approval 2/2)" in final
