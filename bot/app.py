@@ -42,6 +42,7 @@ from services.errors import InvalidPlaybooks
 from services.incidents import IncidentService
 from services.knowledge import KnowledgeService
 from services.llm import OpenAICompatibleModel
+from services.manual import ManualProposals
 from services.metrics import Metrics
 from services.notify import Notifier, Wakeup
 from services.outbox import OutboxSender
@@ -137,6 +138,7 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         assistant=AssistantService(
             queries, knowledge, playbooks, advisor, chat, clock, budget_seconds=settings.decision_sla_seconds
         ),
+        manual=ManualProposals(db, settings.remediation_policy, notifier, roles, clock),
         metrics=counters,
         ingest_token=token,
         telegram_state="polling" if bot is not None else "not configured",

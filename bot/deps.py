@@ -14,6 +14,7 @@ from services.chat import ChatService
 from services.decision import DecisionService
 from services.incidents import IncidentService
 from services.knowledge import KnowledgeService
+from services.manual import ManualProposals
 from services.metrics import Metrics
 from services.notify import Notifier
 from services.playbooks import PlaybookService
@@ -36,6 +37,7 @@ class Deps:
     knowledge: KnowledgeService
     playbooks: PlaybookService
     assistant: AssistantService
+    manual: ManualProposals
     metrics: Metrics
     ingest_token: str
     telegram_state: str  # "polling" | "not configured"
@@ -47,5 +49,6 @@ class Deps:
             "analysis": self.analysis,
             "chat": self.chat,
             "assistant": self.assistant,
+            "manual": self.manual,
             "renderer": self.renderer,
         }

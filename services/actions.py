@@ -32,6 +32,8 @@ class Outcome(StrEnum):
     SELF_APPROVAL = "self_approval"  # the person who proposed a command cannot approve it
     PARTIAL_APPROVAL = "partial_approval"  # signed; the two-approver tier needs another approver
     ALREADY_SIGNED = "already_signed"  # this approver has already signed; a second approver must agree
+    PROPOSED = "proposed"  # /run: the command is now the incident's proposal
+    BAD_COMMAND = "bad_command"  # /run without a command, or one too long
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class ActionResult:
             Outcome.APPROVED,
             Outcome.REJECTED,
             Outcome.PARTIAL_APPROVAL,
+            Outcome.PROPOSED,
             Outcome.REANALYSING,
             Outcome.DETAILS_SENT,
             Outcome.HISTORY_SENT,

@@ -196,7 +196,7 @@ class AnalysisService:
                 playbook_runs=playbook.executions if playbook else 0,
                 playbook_successes=playbook.successes if playbook else 0,
             )
-            state, auto = _initial_state(incident.status == IncidentStatus.FIRING, assessment.tier)
+            state, auto = initial_state(incident.status == IncidentStatus.FIRING, assessment.tier)
             proposal = await tx.proposals.add_current(
                 Proposal(
                     incident_id=incident_id,
@@ -279,7 +279,7 @@ class AnalysisService:
         return result
 
 
-def _initial_state(firing: bool, tier: Tier) -> tuple[ProposalState, bool]:
+def initial_state(firing: bool, tier: Tier) -> tuple[ProposalState, bool]:
     """A new proposal's state from its tier: (state, approved automatically)."""
     if not firing:
         return ProposalState.EXPIRED, False

@@ -1,6 +1,8 @@
-"""Slash commands: /start /help /incidents /status /approve /reject, and a helpful answer to anything else."""
+"""Slash commands: /start /help /incidents /status /approve /reject /run, and a helpful answer to anything else."""
 
 from __future__ import annotations
+
+import re
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandObject, CommandStart
@@ -8,9 +10,12 @@ from aiogram.types import Message
 
 from handlers.telegram.common import actor_of, target_of
 from services.approvals import ApprovalService
-from services.chat import ChatService
+from services.chat import ChatService, result_context
 from services.errors import IncidentNotFound, InvalidIncidentRef
+from services.manual import ManualProposals
 from services.queries import parse_incident_ref
+
+_RUN_REF = re.compile(r"^(?:inc-?\d{1,12}|#\d{1,12})$", re.IGNORECASE)  # not a bare number: kubectl takes those
 
 
 def _reply_to(message: Message) -> str:
@@ -52,6 +57,27 @@ async def on_incident_command(
         await chat.say(target, "error", {"code": "not_found", "ref": exc.ref}, reply_to=reply_to)
 
 
+async def on_run_command(message: Message, command: CommandObject, chat: ChatService, manual: ManualProposals) -> None:
+    """/run <command> [INC-12]: the incident may come first or last, written INC-12 or #12."""
+    target, reply_to = target_of(message.chat), _reply_to(message)
+    words = (command.args or "").split()
+    incident_id = None
+    for position in (0, -1):
+        if words and _RUN_REF.match(words[position]):
+            incident_id = parse_incident_ref(words.pop(position))
+            break
+    if not words:
+        await chat.say(target, "error", {"code": "usage", "command": "run"}, reply_to=reply_to)
+        return
+    actor = actor_of(message.from_user, message.chat)
+    try:
+        result = await manual.run(actor=actor, command=" ".join(words), incident_id=incident_id)
+    except IncidentNotFound as exc:
+        await chat.say(target, "error", {"code": "not_found", "ref": exc.ref}, reply_to=reply_to)
+        return
+    await chat.say(target, "action_result", result_context(result), reply_to=reply_to)
+
+
 async def on_unknown_command(message: Message, chat: ChatService, bot: Bot) -> None:
     command = (message.text or "").split()[0][:64]
     _, _, addressee = command.partition("@")
@@ -67,5 +93,6 @@ def build_router() -> Router:
     router.message.register(on_help_command, Command("help"))
     router.message.register(on_incidents_command, Command("incidents"))
     router.message.register(on_incident_command, Command("status", "approve", "reject"))
+    router.message.register(on_run_command, Command("run"))
     router.message.register(on_unknown_command, F.text.startswith("/"))
     return router

@@ -10,7 +10,7 @@ from bot.render import html_to_text
 from tests.e2e.conftest import start
 from tests.fakes.botapi import FakeBotAPI
 from tests.fakes.openai import VALID_PROPOSAL, FakeOpenAI
-from tests.harness import APPROVER, APPROVER2, CHAT_ID, eventually, fixture
+from tests.harness import APPROVER, APPROVER2, CHAT_ID, OPERATOR, AppUnderTest, eventually, fixture
 
 
 def card_message(bot_api: FakeBotAPI) -> dict[str, Any] | None:
@@ -68,3 +68,17 @@ async def test_two_approver_tier_by_buttons(tmp_path: Path, bot_api: FakeBotAPI,
         assert decision["state"] == "approved"
     finally:
         await app.stop()
+
+
+async def test_run_command_from_the_chat(app: AppUnderTest, bot_api: FakeBotAPI) -> None:
+    await app.post_alerts(fixture("01-firing-one-alert.json"))
+    await eventually(lambda: card_message(bot_api))
+    bot_api.inject_message(CHAT_ID, OPERATOR, "/run kubectl -n prod rollout restart statefulset/db INC-1", username="olga")
+    await bot_api.wait_for("sendMessage", predicate=lambda r: "proposed instead" in r.params.get("text", ""))
+    await eventually(lambda: "rollout restart statefulset/db" in html_to_text(card_message(bot_api)["text"]))
+    decision = (await app.get("/api/incidents/INC-1")).json()["decision"]
+    assert decision["source"] == "human" and decision["proposed_by"] == f"tg:{OPERATOR}"
+    bot_api.inject_message(CHAT_ID, OPERATOR, "/run")
+    await bot_api.wait_for("sendMessage", predicate=lambda r: "Usage" in r.params.get("text", "") and "/run" in r.params["text"])
+    bot_api.inject_message(CHAT_ID, OPERATOR, "/run kubectl get pods; rm -rf / #7")
+    await bot_api.wait_for("sendMessage", predicate=lambda r: "no incident INC-7" in r.params.get("text", ""))

@@ -40,7 +40,7 @@ async def test_alert_becomes_one_card_with_proposal_and_buttons(app: AppUnderTes
     assert buttons == ["✅ Approve", "❌ Reject", "🔍 Details", "🔄 Re-analyse", "📜 History"]
     [menu] = await bot_api.wait_for("setMyCommands")
     assert [c["command"] for c in menu.params["commands"]] == [
-        "incidents", "status", "approve", "reject", "summary", "ask", "kb", "note", "playbooks", "start", "help"
+        "incidents", "status", "approve", "reject", "run", "summary", "ask", "kb", "note", "playbooks", "start", "help"
     ]
 
 

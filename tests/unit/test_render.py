@@ -546,6 +546,8 @@ PLAUSIBLE: dict[str, list[dict[str, Any]]] = {
                                "successes": 0, "steps": 1, "description": "", "alertnames": []}], "total": 40},
         {"items": [], "total": 0},
     ],
+    "run_proposed": [{"ref": "INC-42", "by": "@olga <o>", "command": "kubectl -n shop scale deploy/x --replicas=5",
+                      "blast_score": 18, "tier": "one_approver"}],
     "expired": [{"ref": "INC-42", "minutes": 60, "command": "kubectl -n shop delete deployment <x>"}],
     "reanalysed": [
         {"ref": "INC-42", "old": "kubectl a <x>", "new": "kubectl b", "source": "ai", "model": "gpt", "fallback_reason": None},
