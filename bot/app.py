@@ -39,6 +39,7 @@ from services.assistant import AssistantService
 from services.chat import ChatService
 from services.decision import DecisionService
 from services.errors import InvalidPlaybooks
+from services.gitops import GitOpsClient, GitOpsReviewer
 from services.incidents import IncidentService
 from services.knowledge import KnowledgeService
 from services.llm import OpenAICompatibleModel
@@ -50,6 +51,7 @@ from services.pacing import Pacer
 from services.playbooks import PlaybookService, PlaybookSpec, load_playbooks_file
 from services.ports import ChannelLimits, ChatGateway, ChatTarget
 from services.queries import IncidentQueries
+from services.reviews import GitOpsReviews
 from storage.clock import Clock, utcnow
 from storage.db import Database
 
@@ -121,7 +123,18 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         db, playbooks, knowledge, advisor, counters, clock, sla_seconds=settings.decision_sla_seconds
     )
     chat = ChatService(db, queries, notifier, roles, clock)
-    analysis = AnalysisService(db, decisions, settings.remediation_policy, queries, notifier, roles, clock, analysis_wakeup)
+    gitops_client: httpx.AsyncClient | None = None
+    reviews: GitOpsReviews | None = None
+    if settings.gitops_provider is not None and settings.gitops_url and settings.gitops_token and settings.gitops_repo:
+        gitops_client = httpx.AsyncClient(base_url=settings.gitops_url + "/", timeout=10)
+        forge = GitOpsClient(
+            gitops_client, provider=settings.gitops_provider, repo=settings.gitops_repo,
+            token=settings.gitops_token.get_secret_value(),
+        )
+        reviews = GitOpsReviews(db, GitOpsReviewer(forge, renderer.render), queries, notifier, clock)
+    analysis = AnalysisService(
+        db, decisions, settings.remediation_policy, queries, notifier, roles, clock, analysis_wakeup, reviews=reviews
+    )
     deps = Deps(
         settings=settings,
         db=db,
@@ -138,7 +151,7 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         assistant=AssistantService(
             queries, knowledge, playbooks, advisor, chat, clock, budget_seconds=settings.decision_sla_seconds
         ),
-        manual=ManualProposals(db, settings.remediation_policy, notifier, roles, clock),
+        manual=ManualProposals(db, settings.remediation_policy, notifier, roles, clock, reviews=reviews),
         metrics=counters,
         ingest_token=token,
         telegram_state="polling" if bot is not None else "not configured",
@@ -189,8 +202,11 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await decisions.aclose()
-        if ai_client is not None:
-            await ai_client.aclose()
+        if reviews is not None:
+            await reviews.aclose()
+        for client in (ai_client, gitops_client):
+            if client is not None:
+                await client.aclose()
         if bot is not None:
             await bot.session.close()
         await db.dispose()

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     auto_remediation: bool = False
     auto_min_confidence: float = Field(default=0.65, ge=0, le=1)
     approval_ttl_minutes: int = Field(default=60, ge=1, le=10080)
+    # GitOps review issues for the two-approver tier (all four, or none).
+    gitops_provider: Literal["gitea", "github"] | None = None
+    gitops_url: str | None = None
+    gitops_token: SecretStr | None = None
+    gitops_repo: str | None = None
 
     roles: str = ""
     timezone: str = "Asia/Taipei"
@@ -119,12 +124,29 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as http://127.0.0.1:11434/v1")
         return value.rstrip("/")
 
-    @field_validator("telegram_token", "ingest_token", "ai_api_key", mode="before")
+    @field_validator("gitops_url")
+    @classmethod
+    def _gitops_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL: https://api.github.com, https://gitea.example.com")
+        return None if value is None else value.rstrip("/")
+
+    @field_validator("gitops_repo")
+    @classmethod
+    def _gitops_repo(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", value):
+            raise ValueError("must be owner/name")
+        return value
+
+    @field_validator("telegram_token", "ingest_token", "ai_api_key", "gitops_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("telegram_chat_id", "ai_base_url", "ai_model", "playbooks_file", mode="before")
+    @field_validator(
+        "telegram_chat_id", "ai_base_url", "ai_model", "playbooks_file", "gitops_provider", "gitops_url", "gitops_repo",
+        mode="before",
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -158,6 +180,21 @@ class Settings(BaseSettings):
     @property
     def ai_enabled(self) -> bool:
         return self.ai_base_url is not None and self.ai_model is not None
+
+    @property
+    def gitops_enabled(self) -> bool:
+        return self.gitops_provider is not None
+
+    @model_validator(mode="after")
+    def _gitops_complete(self) -> Settings:
+        values = {
+            "ALERTPILOT_GITOPS_PROVIDER": self.gitops_provider, "ALERTPILOT_GITOPS_URL": self.gitops_url,
+            "ALERTPILOT_GITOPS_TOKEN": self.gitops_token, "ALERTPILOT_GITOPS_REPO": self.gitops_repo,
+        }
+        missing = [name for name, value in values.items() if value is None]
+        if 0 < len(missing) < len(values):
+            raise ValueError(f"GitOps review needs all of {', '.join(values)}; not set: {', '.join(missing)}")
+        return self
 
     @model_validator(mode="after")
     def _ai_complete(self) -> Settings:

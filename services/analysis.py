@@ -25,6 +25,7 @@ from services.safety import Tier
 from services.notify import Notifier, Wakeup
 from services.ports import IncidentFacts
 from services.queries import IncidentQueries
+from services.reviews import GitOpsReviews
 from services.roles import Role, RoleMap
 from services.rules import propose as rules_propose
 from services.views import clip
@@ -61,7 +62,9 @@ class AnalysisService:
         *,
         owner: str | None = None,
         poll_seconds: float = 2.0,
+        reviews: GitOpsReviews | None = None,
     ) -> None:
+        self._reviews = reviews
         self._db, self._decisions, self._policy, self._queries = db, decisions, policy, queries
         self._notify, self._roles, self._now = notifier, roles, clock
         self._claim_ttl = timedelta(seconds=decisions.sla_seconds) + CLAIM_MARGIN
@@ -242,6 +245,8 @@ class AnalysisService:
                     now,
                 )
         self._notify.wake()
+        if self._reviews is not None and state is ProposalState.PENDING and assessment.tier is Tier.TWO:
+            self._reviews.request(incident_id, proposal.id or 0)
         log.info("proposal_stored", incident_id=incident_id, source=draft.source, latency_ms=result.latency_ms)
 
     async def reanalyse(self, *, incident_id: int, actor: Actor) -> ActionResult:

@@ -16,7 +16,9 @@ from services.incidents import incident_ref
 from services.notify import Notifier
 from services.policy import RemediationPolicy, assessment_fields
 from services.ports import ProposalDraft
+from services.reviews import GitOpsReviews
 from services.roles import ALL_NAMESPACES, Role, RoleMap
+from services.safety import Tier
 from services.views import clip
 from storage.clock import Clock
 from storage.db import Database
@@ -29,8 +31,12 @@ MAX_COMMAND = 500
 
 
 class ManualProposals:
-    def __init__(self, db: Database, policy: RemediationPolicy, notifier: Notifier, roles: RoleMap, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, policy: RemediationPolicy, notifier: Notifier, roles: RoleMap, clock: Clock,
+        *, reviews: GitOpsReviews | None = None,
+    ) -> None:
         self._db, self._policy, self._notify, self._roles, self._now = db, policy, notifier, roles, clock
+        self._reviews = reviews
 
     async def run(self, *, actor: Actor, command: str, incident_id: int | None) -> ActionResult:
         command = command.strip()
@@ -89,6 +95,8 @@ class ManualProposals:
                     now,
                 )
         self._notify.wake()
+        if self._reviews is not None and state is ProposalState.PENDING and assessment.tier is Tier.TWO:
+            self._reviews.request(incident.id, proposal.id or 0)
         log.info("run_proposed", incident_id=incident.id, actor=actor.id, tier=assessment.tier.value)
         return ActionResult(Outcome.PROPOSED, ref, state=assessment.tier.value, count=assessment.score.value)
 

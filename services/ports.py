@@ -47,6 +47,7 @@ class ProposalView:
     rollback_plan: str | None = None
     blocked_reason: str | None = None
     approved_by: tuple[str, ...] = ()  # signatures so far (two-approver tier)
+    review_url: str | None = None  # the GitOps review issue, when one was opened
 
 
 @dataclass(frozen=True)

@@ -211,6 +211,7 @@ def _proposal_json(p: Proposal) -> dict[str, Any]:
         "rollback_plan": p.rollback_plan,
         "spec": p.spec,
         "proposed_by": p.proposed_by,
+        "review_url": p.review_url,
         "playbook": p.playbook_name,
         "steps": list(p.steps or []),
         "decided_by": p.decided_by,

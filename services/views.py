@@ -33,6 +33,7 @@ CARD_LIMITS = {
     "rollback_plan": 200,
     "blocked_reason": 200,
 }
+REVIEW_URL_MAX = 500  # inside href: not visible, so outside the visible budget; a longer one is not shown
 CARD_MAX_STEPS = 4
 DETAIL_MAX_LABELS = 25
 DETAIL_MAX_ANNOTATIONS = 6
@@ -138,6 +139,7 @@ def proposal_view(p: Proposal, approved_by: Sequence[str] = ()) -> ProposalView:
         rollback_plan=clip(p.rollback_plan, CARD_LIMITS["rollback_plan"]) or None,
         blocked_reason=clip(p.blocked_reason, CARD_LIMITS["blocked_reason"]) or None,
         approved_by=tuple(clip(name, CARD_LIMITS["decided_by"]) for name in approved_by[:2]),
+        review_url=p.review_url if p.review_url and len(p.review_url) <= REVIEW_URL_MAX else None,
     )
 
 

@@ -286,6 +286,9 @@ class ProposalRepo:
         )
         return list(rows.scalars())
 
+    async def set_review_url(self, proposal_id: int, url: str) -> None:
+        await self._s.execute(update(Proposal).where(Proposal.id == proposal_id).values(review_url=url))
+
     async def lock_pending(self, proposal_id: int) -> bool:
         """Take the proposal's row lock while it is pending (a no-op UPDATE): concurrent signatures on the
         same proposal are then counted one after another, even on PostgreSQL replicas."""

@@ -173,6 +173,7 @@ class Proposal(SQLModel, table=True):
     rollback_plan: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     spec: dict[str, Any] | None = added_json()  # the parsed RemediationSpec
     proposed_by: str | None = None  # a person who proposed the command (/run): never its approver
+    review_url: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # GitOps review issue
 
 
 class Approval(SQLModel, table=True):

@@ -9,6 +9,7 @@ from typing import Any
 from bot.render import html_to_text
 from tests.e2e.conftest import start
 from tests.fakes.botapi import FakeBotAPI
+from tests.fakes.gitforge import FakeGitForge
 from tests.fakes.openai import VALID_PROPOSAL, FakeOpenAI
 from tests.harness import APPROVER, APPROVER2, CHAT_ID, OPERATOR, AppUnderTest, eventually, fixture
 
@@ -82,3 +83,30 @@ async def test_run_command_from_the_chat(app: AppUnderTest, bot_api: FakeBotAPI)
     await bot_api.wait_for("sendMessage", predicate=lambda r: "Usage" in r.params.get("text", "") and "/run" in r.params["text"])
     bot_api.inject_message(CHAT_ID, OPERATOR, "/run kubectl get pods; rm -rf / #7")
     await bot_api.wait_for("sendMessage", predicate=lambda r: "no incident INC-7" in r.params.get("text", ""))
+
+
+async def test_two_approver_proposal_opens_a_gitops_review_and_failure_never_blocks(
+    tmp_path: Path, bot_api: FakeBotAPI, model: FakeOpenAI
+) -> None:
+    async with FakeGitForge("github") as forge:
+        model.default = {**VALID_PROPOSAL, "action": "kubectl -n prod delete deployment api"}
+        app = await start(tmp_path, bot_api, model, gitops_provider="github", gitops_url=forge.base_url,
+                          gitops_token=forge.token, gitops_repo=f"{forge.owner}/{forge.repo}")
+        try:
+            await app.post_alerts(fixture("01-firing-one-alert.json"))
+            note = await bot_api.wait_for("sendMessage", predicate=lambda r: "review issue opened" in r.params.get("text", ""))
+            [issue] = forge.issues
+            assert issue["html_url"] in note[0].params["text"]
+            [request] = forge.requests
+            assert "kubectl -n prod delete deployment api" in request.json["body"] and "INC-1" in request.json["title"]
+            await eventually(lambda: issue["html_url"] in (card_message(bot_api) or {}).get("text", ""))
+            assert (await app.get("/api/incidents/INC-1")).json()["decision"]["review_url"] == issue["html_url"]
+
+            forge.fail_next(500, "forge down")
+            second = copy.deepcopy(fixture("01-firing-one-alert.json"))
+            second["groupKey"], second["alerts"][0]["fingerprint"] = "second", "5eC0nd0000000000"
+            await app.post_alerts(second)
+            await bot_api.wait_for("sendMessage", predicate=lambda r: "could not be opened" in r.params.get("text", ""))
+            assert (await app.get("/api/incidents/INC-2")).json()["decision"]["state"] == "pending"  # still approvable
+        finally:
+            await app.stop()

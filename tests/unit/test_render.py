@@ -548,6 +548,8 @@ PLAUSIBLE: dict[str, list[dict[str, Any]]] = {
     ],
     "run_proposed": [{"ref": "INC-42", "by": "@olga <o>", "command": "kubectl -n shop scale deploy/x --replicas=5",
                       "blast_score": 18, "tier": "one_approver"}],
+    "review_opened": [{"ref": "INC-42", "url": "https://git.example.com/ops/cluster/issues/7?a=1&b=<2>"}],
+    "review_failed": [{"ref": "INC-42", "reason": "HTTP 500 from github: <boom> & more"}],
     "expired": [{"ref": "INC-42", "minutes": 60, "command": "kubectl -n shop delete deployment <x>"}],
     "reanalysed": [
         {"ref": "INC-42", "old": "kubectl a <x>", "new": "kubectl b", "source": "ai", "model": "gpt", "fallback_reason": None},
