@@ -30,16 +30,17 @@ Inspection: ``fake.requests`` (every request to the route: method, path, headers
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import socket
 import struct
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from aiohttp import web
+
+from tests.fakes.loopback import LoopbackServer
 
 __all__ = ["FakeGitForge", "ForgeRequest"]
 
@@ -60,7 +61,7 @@ class _Script:
     body: Any = None
 
 
-class FakeGitForge:
+class FakeGitForge(LoopbackServer):
     def __init__(
         self,
         provider: Literal["gitea", "github"],
@@ -70,6 +71,7 @@ class FakeGitForge:
         repo: str = "cluster",
         prefix: str = "",
     ) -> None:
+        super().__init__()
         if provider not in ("gitea", "github"):
             raise ValueError(f"unknown provider {provider!r}")
         self.provider = provider
@@ -78,11 +80,7 @@ class FakeGitForge:
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.requests: list[ForgeRequest] = []
         self.issues: list[dict[str, Any]] = []  # the issues created, as answered
-        self.host = "127.0.0.1"
-        self.port: int | None = None
         self._script: deque[_Script] = deque()
-        self._stop_event = asyncio.Event()
-        self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -106,34 +104,6 @@ class FakeGitForge:
     def expected_authorization(self) -> str:
         return f"token {self.token}" if self.provider == "gitea" else f"Bearer {self.token}"
 
-    async def start(self) -> Self:
-        if self._runner is not None:
-            return self
-        self._stop_event = asyncio.Event()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[union-attr]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        """Stop promptly: a hanging request wakes up and its connection is dropped."""
-        if self._runner is None:
-            return
-        self._stop_event.set()
-        runner, self._runner = self._runner, None
-        await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------------ scripting
     def fail_next(self, status: int, body: Any = "") -> None:

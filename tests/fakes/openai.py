@@ -51,7 +51,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
@@ -64,6 +64,8 @@ VALID_PROPOSAL: dict[str, Any] = {
     "confidence": 0.82,
     "reasoning": "Restarts reset the bad in-memory state; the rollout history shows no config change.",
 }
+
+from tests.fakes.loopback import LoopbackServer
 
 
 def _as_content(obj: Any) -> str:
@@ -135,8 +137,11 @@ class Call:
     status: int | None = None
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
+    client_max_size = 64 * 1024 * 1024
+
     def __init__(self, *, model: str = "fake-model") -> None:
+        super().__init__()
         self.model = model  # answered when a request names no model
         #: a Reply, a JSON-able object (-> Reply.json) or a callable(body) returning either
         self.default: Any = copy.deepcopy(VALID_PROPOSAL)
@@ -147,11 +152,7 @@ class FakeOpenAI:
 
         self._queue: deque[Reply] = deque()
         self._ids = 0
-        self._stop_event = asyncio.Event()
         self._requests_event = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.host = "127.0.0.1"
-        self.port: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -161,34 +162,6 @@ class FakeOpenAI:
             raise RuntimeError("FakeOpenAI is not started")
         return f"http://{self.host}:{self.port}/v1"
 
-    async def start(self) -> Self:
-        if self._runner is not None:
-            return self
-        self._stop_event = asyncio.Event()
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[union-attr]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        """Stop promptly: hanging and slow handlers wake up and drop their connections."""
-        if self._runner is None:
-            return
-        self._stop_event.set()
-        runner, self._runner = self._runner, None
-        await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------------ scripting
     def reply(self, *replies: Reply, times: int = 1) -> None:
