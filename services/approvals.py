@@ -128,7 +128,8 @@ class ApprovalService:
         if not await tx.approvals.add(
             Approval(proposal_id=proposal.id, incident_id=proposal.incident_id, actor=actor.id, name=actor.name, at=now)
         ):
-            return ActionResult(Outcome.ALREADY_SIGNED, ref, count=1, required=required)
+            count = len(await tx.approvals.of_proposal(proposal.id))
+            return ActionResult(Outcome.ALREADY_SIGNED, ref, count=count, required=required)
         count = len(await tx.approvals.of_proposal(proposal.id))
         if count >= required:
             return await self._apply(tx, proposal, actor, reason, now, approve=True)

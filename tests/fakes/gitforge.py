@@ -30,17 +30,14 @@ Inspection: ``fake.requests`` (every request to the route: method, path, headers
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import struct
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiohttp import web
 
-from tests.fakes.loopback import LoopbackServer
+from tests.fakes.loopback import LoopbackServer, reset_connection
 
 __all__ = ["FakeGitForge", "ForgeRequest"]
 
@@ -168,12 +165,4 @@ class FakeGitForge(LoopbackServer):
 
     @staticmethod
     def _reset(request: web.Request) -> web.Response:
-        """Drop the connection with a TCP RST, no HTTP answer."""
-        transport = request.transport
-        if transport is not None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            transport.abort()
-        return web.Response(status=204)  # aiohttp finds the transport closed and writes nothing
+        return reset_connection(request)

@@ -4,6 +4,9 @@ route on 127.0.0.1, an ephemeral port, and a prompt stop that wakes hanging hand
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 from typing import Self
 
 from aiohttp import web
@@ -49,3 +52,15 @@ class LoopbackServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def reset_connection(request: web.Request) -> web.Response:
+    """Drop the connection with a TCP RST and no HTTP answer (a peer that crashes mid-request)."""
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    return web.Response(status=204)  # aiohttp finds the transport closed and writes nothing

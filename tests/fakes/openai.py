@@ -45,8 +45,6 @@ import asyncio
 import contextlib
 import copy
 import json
-import socket
-import struct
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -65,7 +63,7 @@ VALID_PROPOSAL: dict[str, Any] = {
     "reasoning": "Restarts reset the bad in-memory state; the rollout history shows no config change.",
 }
 
-from tests.fakes.loopback import LoopbackServer
+from tests.fakes.loopback import LoopbackServer, reset_connection
 
 
 def _as_content(obj: Any) -> str:
@@ -292,17 +290,8 @@ class FakeOpenAI(LoopbackServer):
         return web.json_response({"error": error}, status=status)
 
     def _reset(self, request: web.Request, call: Call) -> web.Response:
-        """Drop the connection with a TCP RST, no HTTP answer."""
         call.status = None
-        transport = request.transport
-        if transport is not None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            transport.abort()
-        # aiohttp finds the transport closed and writes nothing.
-        return web.Response(status=204)
+        return reset_connection(request)
 
     def _envelope(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         envelope: dict[str, Any] = {

@@ -659,3 +659,9 @@ def test_render_decision_partial_and_final_approval(renderer: Renderer) -> None:
     final = checked(renderer.render("telegram/decision.html.j2", ref="INC-42", approved=True, by="@bob", at=at,
                                     reason="", count=2, required=2))
     assert "Approved by @bob" in final and "(approval 2/2)" in final
+
+
+def test_render_card_of_a_manual_incident_says_it_was_proposed_by_hand(renderer: Renderer) -> None:
+    incident = make_incident(source="manual", alertname="ManualRun", service="web", namespace="dev")
+    plain = checked(renderer.render("telegram/card.html.j2", card=build_card(incident, [], make_proposal(source="human"))))
+    assert "web · dev · proposed by hand" in plain and "0 alerts" not in plain
