@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -39,9 +40,13 @@ from services.assistant import AssistantService
 from services.chat import ChatService
 from services.decision import DecisionService
 from services.errors import InvalidPlaybooks
+from services.execution import ExecutionService
+from services.executors import DryRunExecutor, SubprocessExecutor
+from services.failures import FailureNotifier
 from services.gitops import GitOpsClient, GitOpsReviewer
 from services.incidents import IncidentService
 from services.knowledge import KnowledgeService
+from services.learning import LearningService
 from services.llm import OpenAICompatibleModel
 from services.manual import ManualProposals
 from services.metrics import Metrics
@@ -49,7 +54,7 @@ from services.notify import Notifier, Wakeup
 from services.outbox import OutboxSender
 from services.pacing import Pacer
 from services.playbooks import PlaybookService, PlaybookSpec, load_playbooks_file
-from services.ports import ChannelLimits, ChatGateway, ChatTarget
+from services.ports import ChannelLimits, ChatGateway, ChatTarget, Executor
 from services.queries import IncidentQueries
 from services.reviews import GitOpsReviews
 from storage.clock import Clock, utcnow
@@ -135,12 +140,24 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
     analysis = AnalysisService(
         db, decisions, settings.remediation_policy, queries, notifier, roles, clock, analysis_wakeup, reviews=reviews
     )
+    learning = LearningService(knowledge)
+    incidents = IncidentService(db, notifier, clock, analysis_wakeup, learning)
+    failures = FailureNotifier(
+        db, notifier, advisor, clock, targets=settings.failure_notify_targets, channels=[g.channel for g in gateways],
+        enabled=settings.failure_notify_enabled, title=settings.failure_notify_title,
+        budget_seconds=settings.decision_sla_seconds,
+    )
+    # The execution worker listens to the notifier's wake-ups: every approval wakes it.
+    execution = ExecutionService(
+        db, build_executor(settings), settings.remediation_policy, incidents, learning, failures, notifier, clock,
+        outbox_wakeup, config=settings.execution_config,
+    )
     deps = Deps(
         settings=settings,
         db=db,
         renderer=renderer,
         notifier=notifier,
-        incidents=IncidentService(db, notifier, clock, analysis_wakeup),
+        incidents=incidents,
         queries=queries,
         approvals=ApprovalService(db, notifier, roles, clock, ttl=timedelta(minutes=settings.approval_ttl_minutes)),
         analysis=analysis,
@@ -151,6 +168,7 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         assistant=AssistantService(
             queries, knowledge, playbooks, advisor, chat, clock, budget_seconds=settings.decision_sla_seconds
         ),
+        execution=execution,
         manual=ManualProposals(db, settings.remediation_policy, notifier, roles, clock, reviews=reviews),
         metrics=counters,
         ingest_token=token,
@@ -174,10 +192,12 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         for sender in senders:
             await sender.release_own_claims()
         await analysis.release_own_claims()
+        await execution.interrupt_running()  # reported in the thread, never re-run blindly
 
     tasks = [
         asyncio.create_task(analysis.run(), name="analysis"),
         asyncio.create_task(deps.approvals.run_expiry(), name="approval-expiry"),
+        asyncio.create_task(execution.run(), name="execution"),
     ]
     tasks += [asyncio.create_task(s.run(outbox_wakeup.listener().wait), name=f"outbox-{s.channel}") for s in senders]
     dp: Dispatcher | None = None
@@ -240,10 +260,33 @@ def banner_text(settings: Settings, banner: Banner, base_url: str) -> str:
             f"  ingest token   {banner.token}  ({origin})",
             f"  telegram       {telegram}",
             f"  decisions      {decisions_text(settings)}",
-            "  executor       dry run (execution not enabled yet)",
+            f"  executor       {executor_text(settings)}",
             "  try it         alertpilot send-test-alert",
         ]
     )
+
+
+def build_executor(settings: Settings) -> Executor:
+    if settings.executor == "kubectl":
+        return SubprocessExecutor(kubectl=settings.kubectl, kubeconfig=settings.kubeconfig, context=settings.kube_context)
+    return DryRunExecutor()
+
+
+def executor_text(settings: Settings) -> str:
+    if settings.executor != "kubectl":
+        return "dry run: approved commands are recorded and threaded, nothing is executed (ALERTPILOT_EXECUTOR=kubectl runs them)"
+    where = [f"kubeconfig {settings.kubeconfig}"] if settings.kubeconfig else ["the default kubeconfig"]
+    if settings.kube_context:
+        where.append(f"context {settings.kube_context}")
+    retries = f"{settings.max_retries} retries {settings.retry_delay_seconds:g} s apart"
+    return f"{settings.kubectl} with {', '.join(where)}; {settings.exec_timeout_seconds:g} s per attempt, {retries}"
+
+
+def check_executor(settings: Settings) -> str | None:
+    """The kubectl executor's binary must exist before anything is approved; the problem, or None."""
+    if settings.executor == "kubectl" and shutil.which(settings.kubectl) is None:
+        return f"ALERTPILOT_KUBECTL: {settings.kubectl!r} is not an executable on PATH (or set ALERTPILOT_EXECUTOR=dry-run)"
+    return None
 
 
 def decisions_text(settings: Settings) -> str:
@@ -288,6 +331,10 @@ async def serve(settings: Settings) -> int:
         playbook_specs(settings)
     except InvalidPlaybooks as exc:
         print(f"alertpilot: ALERTPILOT_PLAYBOOKS_FILE: {exc}", file=sys.stderr)
+        return 2
+    problem = check_executor(settings)
+    if problem is not None:
+        print(f"alertpilot: {problem}", file=sys.stderr)
         return 2
     app = build_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -12,6 +12,7 @@ from services.approvals import ApprovalService
 from services.assistant import AssistantService
 from services.chat import ChatService
 from services.decision import DecisionService
+from services.execution import ExecutionService
 from services.incidents import IncidentService
 from services.knowledge import KnowledgeService
 from services.manual import ManualProposals
@@ -37,6 +38,7 @@ class Deps:
     knowledge: KnowledgeService
     playbooks: PlaybookService
     assistant: AssistantService
+    execution: ExecutionService
     manual: ManualProposals
     metrics: Metrics
     ingest_token: str

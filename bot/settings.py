@@ -10,6 +10,13 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from services.execution import ExecutionConfig
+from services.failures import (
+    DEFAULT_TITLE,
+    NotifyTarget,
+    check_title,
+    parse_notify_targets,
+)
 from services.policy import RemediationPolicy
 from services.roles import RoleMap, parse_roles
 from services.safety import NamespacePolicy
@@ -60,6 +67,20 @@ class Settings(BaseSettings):
     gitops_token: SecretStr | None = None
     gitops_repo: str | None = None
 
+    # Execution (services/execution.py): dry-run records what would run; kubectl runs it (never a shell).
+    executor: Literal["dry-run", "kubectl"] = "dry-run"
+    kubectl: str = "kubectl"
+    kubeconfig: str | None = None
+    kube_context: str | None = None
+    exec_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    retry_delay_seconds: float = Field(default=30.0, ge=0, le=3600)
+    verify_timeout_seconds: int = Field(default=120, ge=1, le=3600)
+    # One failure analysis after a remediation finally failed: tg:<id>, wecom:<userid>; unset: the card chats.
+    failure_notify: str = ""
+    failure_notify_enabled: bool = True
+    failure_notify_title: str = DEFAULT_TITLE
+
     roles: str = ""
     timezone: str = "Asia/Taipei"
     log_format: Literal["console", "json"] = "console"
@@ -70,6 +91,24 @@ class Settings(BaseSettings):
     group_rate_per_minute: float = Field(default=20.0, gt=0)
     bot_rate_per_second: float = Field(default=30.0, gt=0)
     outbox_max_backoff_seconds: float = Field(default=300.0, gt=0)
+
+    @field_validator("failure_notify")
+    @classmethod
+    def _valid_notify_targets(cls, value: str) -> str:
+        parse_notify_targets(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("failure_notify_title")
+    @classmethod
+    def _valid_notify_title(cls, value: str) -> str:
+        return check_title(value)
+
+    @field_validator("kubectl")
+    @classmethod
+    def _kubectl(cls, value: str) -> str:
+        if not value.strip() or "\x00" in value:
+            raise ValueError("must name the kubectl executable (on PATH) or its absolute path")
+        return value.strip()
 
     @field_validator("timezone")
     @classmethod
@@ -145,7 +184,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "telegram_chat_id", "ai_base_url", "ai_model", "playbooks_file", "gitops_provider", "gitops_url", "gitops_repo",
-        mode="before",
+        "kubeconfig", "kube_context", mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
@@ -180,6 +219,19 @@ class Settings(BaseSettings):
     @property
     def ai_enabled(self) -> bool:
         return self.ai_base_url is not None and self.ai_model is not None
+
+    @property
+    def execution_config(self) -> ExecutionConfig:
+        return ExecutionConfig(
+            timeout_seconds=self.exec_timeout_seconds,
+            max_retries=self.max_retries,
+            retry_delay_seconds=self.retry_delay_seconds,
+            verify_timeout_seconds=self.verify_timeout_seconds,
+        )
+
+    @property
+    def failure_notify_targets(self) -> list[NotifyTarget]:
+        return parse_notify_targets(self.failure_notify)
 
     @property
     def gitops_enabled(self) -> bool:

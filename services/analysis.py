@@ -17,18 +17,18 @@ from datetime import timedelta
 import structlog
 
 from services.actions import ActionResult, Actor, Outcome
+from services.decision import DecisionResult, DecisionService
 from services.errors import IncidentNotFound
 from services.incidents import incident_ref
-from services.decision import DecisionResult, DecisionService
-from services.policy import RemediationPolicy, assessment_fields
-from services.safety import Tier
 from services.notify import Notifier, Wakeup
+from services.policy import RemediationPolicy, assessment_fields
 from services.ports import IncidentFacts
 from services.queries import IncidentQueries
 from services.reviews import GitOpsReviews
 from services.roles import Role, RoleMap
 from services.rules import propose as rules_propose
-from services.views import clip
+from services.safety import Tier
+from services.views import REPLACEABLE, clip
 from storage.clock import Clock
 from storage.db import Database
 from storage.tables import Decision, DecisionOutcome, IncidentStatus, Proposal, ProposalState
@@ -37,8 +37,8 @@ log = structlog.get_logger(__name__)
 
 CLAIM_MARGIN = timedelta(seconds=60)  # a claim outlives the decision SLA by this much before others may retry
 CONCURRENCY = 8
-# Undecided (or expired undecided while still firing): a fresh opinion may replace it.
-REANALYSABLE = (ProposalState.PENDING, ProposalState.BLOCKED, ProposalState.EXPIRED)
+# Undecided, or finished without fixing it (failed, rolled back, interrupted): a fresh opinion may replace it.
+REANALYSABLE = (ProposalState.PENDING, *REPLACEABLE)
 # A trusted proposal scored ≤ 10 with auto-remediation on is approved by alertpilot itself.
 AUTO_DECISION = {
     "decided_by": "alertpilot",

@@ -3,6 +3,7 @@ it is paced, retried and rendered by the channel it goes to (templates/<channel>
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +14,12 @@ from services.notify import Notifier
 from services.ports import ChatTarget
 from services.queries import IncidentQueries
 from services.roles import Role, RoleMap
-from services.views import to_context
+from services.views import clip, to_context
+
+AUDIT_EXECUTIONS = 3  # one message each, the newest
+AUDIT_ATTEMPTS = 8  # per execution, the last ones
+AUDIT_ARGV = 180
+AUDIT_OUTPUT = 120
 from storage.clock import Clock
 from storage.db import Database
 
@@ -62,6 +68,22 @@ class ChatService:
             return
         card = await self._queries.card(incident_id)  # raises IncidentNotFound
         await self.say(actor.target, "status", {"card": to_context(card)}, reply_to=reply_to)
+
+    async def audit(self, actor: Actor, incident_id: int, *, reply_to: str | None) -> None:
+        """``/audit INC-12``: what ran, who approved it, every attempt — one message per execution (the last
+        AUDIT_EXECUTIONS; each shows its last AUDIT_ATTEMPTS attempts; everything is in the read API)."""
+        if not self.may_read(actor):
+            await self.refuse_read(actor, incident_ref(incident_id), reply_to=reply_to)
+            return
+        executions = await self._queries.audit(incident_id)  # raises IncidentNotFound
+        shown = [audit_view(e, number) for number, e in enumerate(executions, start=1)][-AUDIT_EXECUTIONS:]
+        base = {"ref": incident_ref(incident_id), "incident_id": incident_id}
+        if not shown:
+            await self.say(actor.target, "audit", {**base, "executions": [], "page": 1, "pages": 1}, reply_to=reply_to)
+            return
+        for page, view in enumerate(shown, start=1):
+            await self.say(actor.target, "audit", {**base, "executions": [view], "page": page, "pages": len(shown)},
+                           reply_to=reply_to)
 
     async def details(self, *, incident_id: int, actor: Actor) -> ActionResult:
         """Every alert of the incident, threaded under the card in the chat that asked (once a minute)."""
@@ -115,6 +137,47 @@ class ChatService:
         if result.ok and actor.target in self._notify.card_targets:
             return
         await self.say(actor.target, "action_result", result_context(result), reply_to=reply_to)
+
+
+def audit_view(execution: dict[str, Any], number: int) -> dict[str, Any]:
+    """One execution of the read API's audit, bounded to fit one chat message."""
+    attempts = execution["attempts"]
+    return {
+        "number": number,
+        "state": execution["state"],
+        "executor": execution["executor"],
+        "dry_run": execution["dry_run"],
+        "auto": execution["auto"],
+        "requested_by": clip(execution["requested_by"], 60) or None,
+        "approvers": [clip(a, 40) for a in execution["approvers"][:3]],
+        "started_at": execution["started_at"],
+        "finished_at": execution["finished_at"],
+        "replicas_before": execution["replicas_before"],
+        "error": clip(execution["error"], 300) or None,
+        "rollback": clip(execution["rollback"], 200) or None,
+        "steps": len(execution["commands"]),
+        "hidden": max(0, len(attempts) - AUDIT_ATTEMPTS),
+        "attempts": [
+            {
+                "step": a["step"],
+                "step_index": a["step_index"],
+                "attempt": a["attempt"],
+                "exit_code": a["exit_code"],
+                "duration_ms": a["duration_ms"],
+                "dry_run": a["dry_run"],
+                "result": a["result"],
+                "reason": a["reason"],
+                "argv": clip(shlex.join(a["argv"]), AUDIT_ARGV),
+                "output": clip(_last_line(a["stderr"]) or _last_line(a["stdout"]), AUDIT_OUTPUT),
+            }
+            for a in attempts[-AUDIT_ATTEMPTS:]
+        ],
+    }
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def result_context(result: ActionResult) -> dict[str, Any]:

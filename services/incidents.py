@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -16,6 +17,9 @@ from storage.db import Database
 from storage.errors import WriteConflict
 from storage.repos import Tx
 from storage.tables import Alert, AlertStatus, Incident, IncidentStatus
+
+if TYPE_CHECKING:  # learning needs incident_ref from here; the composition root hands the service in
+    from services.learning import LearningService
 
 log = structlog.get_logger(__name__)
 
@@ -58,8 +62,11 @@ class _Changes:
 
 
 class IncidentService:
-    def __init__(self, db: Database, notifier: Notifier, clock: Clock, analysis_wakeup: Wakeup) -> None:
+    def __init__(
+        self, db: Database, notifier: Notifier, clock: Clock, analysis_wakeup: Wakeup, learning: LearningService
+    ) -> None:
         self._db, self._notify, self._now, self._analysis_wakeup = db, notifier, clock, analysis_wakeup
+        self._learning = learning
 
     async def ingest(self, batch: AlertBatch) -> IngestResult:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
@@ -103,7 +110,7 @@ class IncidentService:
         resolved_incidents: list[int] = []
         for incident_id in sorted(changes.resolving):
             if await tx.alerts.count_firing(incident_id) == 0:
-                if await self._resolve(tx, incident_id, now):
+                if await self.resolve(tx, incident_id, now):
                     resolved_incidents.append(incident_id)
             else:
                 changes.grown.add(incident_id)  # fewer alerts firing: the card shows it
@@ -226,7 +233,10 @@ class IncidentService:
         changes.group = incident
         return incident
 
-    async def _resolve(self, tx: Tx, incident_id: int, now: datetime) -> bool:
+    async def resolve(self, tx: Tx, incident_id: int, now: datetime) -> bool:
+        """Resolve a firing incident in the caller's transaction (all its alerts resolved, or its manual
+        command succeeded): pending proposals expire, a remediation that worked is learned from, the card
+        and thread say so. False when it was not firing."""
         incident = await tx.incidents.get(incident_id)
         assert incident is not None
         started = incident.started_at or incident.created_at
@@ -239,6 +249,7 @@ class IncidentService:
         expired = await tx.proposals.expire_pending(incident_id)
         minutes = max(0, round((resolved_at - started).total_seconds() / 60))
         await tx.timeline.add(incident_id=incident_id, at=now, kind="resolved", minutes=minutes, proposal_expired=expired)
+        await self._learning.on_resolved(tx, incident_id, now)
         await self._notify.thread(
             tx,
             incident_id,

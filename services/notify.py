@@ -115,9 +115,11 @@ class Notifier:
         *,
         reply_to_message_id: str | None = None,
         incident_id: int | None = None,
-    ) -> None:
-        """A message to one chat (a command's answer), optionally as a reply to the user's message."""
-        await tx.outbox.enqueue(
+        dedup_key: str | None = None,
+    ) -> bool:
+        """A message to one chat (a command's answer), optionally as a reply to the user's message. False
+        when ``dedup_key`` had already been queued."""
+        return await tx.outbox.enqueue(
             Outbox(
                 channel=target.channel,
                 chat_id=target.chat_id,
@@ -126,6 +128,7 @@ class Notifier:
                 template=template,
                 context=context,
                 reply_to_message_id=reply_to_message_id,
+                dedup_key=dedup_key,
                 not_before=now,
                 created_at=now,
             )

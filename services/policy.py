@@ -29,12 +29,13 @@ class RemediationPolicy:
             playbook_runs=playbook_runs,
             playbook_successes=playbook_successes,
         )
-        assessments = [
-            assess(command, policy=self.namespaces, allowed_tools=self.allowed_tools, auto_enabled=self.auto_enabled,
-                   trusted=trusted)
-            for command in (draft.command, *draft.steps)
-        ]
+        assessments = [self.assess_command(command, trusted=trusted) for command in (draft.command, *draft.steps)]
         return max(assessments, key=lambda a: (TIER_ORDER.index(a.tier), a.score.value))
+
+    def assess_command(self, command: str, *, trusted: bool = False) -> Assessment:
+        """One command's assessment (the executor checks each step again just before running it)."""
+        return assess(command, policy=self.namespaces, allowed_tools=self.allowed_tools, auto_enabled=self.auto_enabled,
+                      trusted=trusted)
 
 
 def assessment_fields(assessment: Assessment) -> dict[str, Any]:

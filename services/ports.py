@@ -24,6 +24,20 @@ DECISION_ACTIONS = (CardAction.APPROVE, CardAction.REJECT)
 
 
 @dataclass(frozen=True)
+class ExecutionView:
+    """The run of the card's proposal, for the card's status line."""
+
+    state: str  # running | succeeded | failed | rolled_back | interrupted
+    dry_run: bool
+    auto: bool
+    attempts: int
+    seconds: float | None  # how long it took, once finished
+    error: str | None
+    rollback: str | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
 class ProposalView:
     state: str
     source: str
@@ -48,6 +62,7 @@ class ProposalView:
     blocked_reason: str | None = None
     approved_by: tuple[str, ...] = ()  # signatures so far (two-approver tier)
     review_url: str | None = None  # the GitOps review issue, when one was opened
+    execution: ExecutionView | None = None
 
 
 @dataclass(frozen=True)
@@ -166,3 +181,35 @@ class Prompts(Protocol):
     """Renders a prompt template (templates/ai/<name>.j2) to plain text."""
 
     def prompt(self, name: str, **context: Any) -> str: ...
+
+
+# --- execution (services/execution.py runs approved commands through an Executor) ------------------
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """One run of one argv. ``exit_code`` is None when the process could not start (``error`` says why) or
+    was killed at its timeout (``timed_out``). Output is decoded and already cut to a bounded excerpt."""
+
+    argv: tuple[str, ...]  # exactly what was executed (or, for a dry-run executor, what would have been)
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    duration_ms: int
+    timed_out: bool = False
+    error: str | None = None
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and self.error is None
+
+
+class Executor(Protocol):
+    """Runs an argv without a shell. ``run`` never raises for a failing command: the failure is in the
+    result (a cancellation still propagates, after the process is killed)."""
+
+    name: str  # dry-run | kubectl
+    dry_run: bool  # True: nothing is executed, every result says what would have run
+
+    async def run(self, argv: tuple[str, ...], *, timeout: float) -> CommandResult: ...

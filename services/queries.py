@@ -12,7 +12,7 @@ from services.ports import IncidentCard
 from services.views import build_card, clip, detail_pages, priority_of, started_of, to_context
 from storage.db import Database
 from storage.repos import Tx
-from storage.tables import Alert, Decision, Incident, Proposal, TimelineEvent
+from storage.tables import Alert, Decision, Execution, ExecutionAttempt, Incident, Proposal, TimelineEvent
 
 _REF = re.compile(r"^(?:inc-?)?#?(\d{1,12})$", re.IGNORECASE)
 MAX_PAGE = 500
@@ -50,7 +50,8 @@ class IncidentQueries:
         alerts = await tx.alerts.of_incident(incident_id)
         proposal = await tx.proposals.current(incident_id)
         approvals = [] if proposal is None or proposal.id is None else await tx.approvals.of_proposal(proposal.id)
-        return build_card(incident, alerts, proposal, [a.name for a in approvals])
+        execution = None if proposal is None or proposal.id is None else await tx.executions.of_proposal(proposal.id)
+        return build_card(incident, alerts, proposal, [a.name for a in approvals], execution)
 
     async def details_pages(self, tx: Tx, incident_id: int) -> tuple[list[list[dict[str, Any]]], int]:
         return detail_pages(await tx.alerts.of_incident(incident_id))
@@ -127,11 +128,24 @@ class IncidentQueries:
             body["alerts"] = [_alert_json(a) for a in await tx.alerts.of_incident(incident_id)]
             body["timeline"] = [_event_json(e) for e in await tx.timeline.of_incident(incident_id)]
             body["decisions"] = [_decision_json(d) for d in await tx.decisions.of_incident(incident_id)]
+            body["executions"] = await self._executions_json(tx, incident_id)
             body["messages"] = [
                 {"channel": r.channel, "chat_id": r.chat_id, "message_id": r.message_id, "kind": r.kind}
                 for r in await tx.refs.cards_of(incident_id)
             ]
         return body
+
+    async def audit(self, incident_id: int) -> list[dict[str, Any]]:
+        """Every execution of the incident with every attempt (the audit trail), oldest first."""
+        async with self._db.read() as tx:
+            if await tx.incidents.get(incident_id) is None:
+                raise IncidentNotFound(incident_ref(incident_id))
+            return await self._executions_json(tx, incident_id)
+
+    async def _executions_json(self, tx: Tx, incident_id: int) -> list[dict[str, Any]]:
+        executions = await tx.executions.of_incident(incident_id)
+        attempts = await tx.executions.attempts_of(e.id for e in executions if e.id is not None)
+        return [_execution_json(e, attempts.get(e.id or 0, [])) for e in executions]
 
     async def api_alerts(self, *, fingerprint: str | None, status: str | None, limit: int, offset: int) -> dict[str, Any]:
         async with self._db.read() as tx:
@@ -183,6 +197,7 @@ def _incident_json(incident: Incident, proposal: Proposal | None) -> dict[str, A
         "created_at": incident.created_at.isoformat(),
         "started_at": started_of(incident).isoformat(),
         "acknowledged_at": incident.acknowledged_at.isoformat() if incident.acknowledged_at else None,
+        "remediated_at": incident.remediated_at.isoformat() if incident.remediated_at else None,
         "resolved_at": incident.resolved_at.isoformat() if incident.resolved_at else None,
         "analysing": incident.needs_analysis,
         "decision": None if proposal is None else _proposal_json(proposal),
@@ -257,6 +272,44 @@ def _decision_json(d: Decision) -> dict[str, Any]:
         "proposal": d.proposal,
         "error": d.error,
         "created_at": d.created_at.isoformat(),
+    }
+
+
+def _execution_json(e: Execution, attempts: list[ExecutionAttempt]) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "proposal_id": e.proposal_id,
+        "state": e.state,
+        "executor": e.executor,
+        "dry_run": e.dry_run,
+        "auto": e.auto,
+        "requested_by": e.requested_by,
+        "approvers": list(e.approvers),
+        "commands": list(e.commands),
+        "started_at": e.started_at.isoformat(),
+        "finished_at": e.finished_at.isoformat() if e.finished_at else None,
+        "attempts": [_attempt_json(a) for a in attempts],
+        "error": e.error,
+        "rollback": e.rollback,
+        "replicas_before": e.replicas_before,
+    }
+
+
+def _attempt_json(a: ExecutionAttempt) -> dict[str, Any]:
+    return {
+        "step": a.step,
+        "step_index": a.step_index,
+        "attempt": a.attempt,
+        "argv": list(a.argv),
+        "started_at": a.started_at.isoformat(),
+        "finished_at": a.finished_at.isoformat(),
+        "duration_ms": a.duration_ms,
+        "exit_code": a.exit_code,
+        "stdout": a.stdout,
+        "stderr": a.stderr,
+        "dry_run": a.dry_run,
+        "result": a.result,
+        "reason": a.reason,
     }
 
 

@@ -11,8 +11,8 @@ from enum import Enum
 from typing import Any
 
 from services.incidents import incident_ref
-from services.ports import CardAction, IncidentCard, ProposalView
-from storage.tables import Alert, Incident, IncidentStatus, Proposal, ProposalState
+from services.ports import CardAction, ExecutionView, IncidentCard, ProposalView
+from storage.tables import Alert, Execution, Incident, IncidentStatus, Proposal, ProposalState
 
 # Card field budget: the sum stays far below 4096 with the template's frame (about 400 characters).
 CARD_LIMITS = {
@@ -32,6 +32,8 @@ CARD_LIMITS = {
     "reasons": 200,
     "rollback_plan": 200,
     "blocked_reason": 200,
+    "execution_error": 200,  # shown instead of blocked_reason (a blocked proposal never runs)
+    "rollback": 120,
 }
 REVIEW_URL_MAX = 500  # inside href: not visible, so outside the visible budget; a longer one is not shown
 CARD_MAX_STEPS = 4
@@ -68,11 +70,21 @@ def priority_of(severity: str) -> str:
     return PRIORITIES.get(severity.lower(), "P3")
 
 
+# Finished without fixing it (or never decided): Re-analyse offers a new proposal.
+REPLACEABLE = (
+    ProposalState.BLOCKED,
+    ProposalState.EXPIRED,
+    ProposalState.FAILED,
+    ProposalState.ROLLED_BACK,
+    ProposalState.INTERRUPTED,
+)
+
+
 def card_actions(incident: Incident, proposal: Proposal | None) -> tuple[CardAction, ...]:
     actions: list[CardAction] = []
     firing = incident.status == IncidentStatus.FIRING
     pending = proposal is not None and proposal.state == ProposalState.PENDING
-    blocked = proposal is not None and proposal.state in (ProposalState.BLOCKED, ProposalState.EXPIRED)
+    blocked = proposal is not None and proposal.state in REPLACEABLE
     if firing and pending:  # a blocked proposal has no Approve button: nothing can make it runnable
         actions += [CardAction.APPROVE, CardAction.REJECT]
     actions.append(CardAction.DETAILS)
@@ -83,7 +95,11 @@ def card_actions(incident: Incident, proposal: Proposal | None) -> tuple[CardAct
 
 
 def build_card(
-    incident: Incident, alerts: list[Alert], proposal: Proposal | None, approved_by: Sequence[str] = ()
+    incident: Incident,
+    alerts: list[Alert],
+    proposal: Proposal | None,
+    approved_by: Sequence[str] = (),
+    execution: Execution | None = None,
 ) -> IncidentCard:
     assert incident.id is not None
     firing = sum(1 for a in alerts if a.status == "firing")
@@ -110,12 +126,26 @@ def build_card(
         resolved_at=incident.resolved_at,
         duration_minutes=duration,
         analysing=incident.needs_analysis and incident.status == IncidentStatus.FIRING,
-        proposal=None if proposal is None else proposal_view(proposal, approved_by),
+        proposal=None if proposal is None else proposal_view(proposal, approved_by, execution),
         actions=card_actions(incident, proposal),
     )
 
 
-def proposal_view(p: Proposal, approved_by: Sequence[str] = ()) -> ProposalView:
+def execution_view(e: Execution) -> ExecutionView:
+    seconds = None if e.finished_at is None else round((e.finished_at - e.started_at).total_seconds(), 1)
+    return ExecutionView(
+        state=e.state,
+        dry_run=e.dry_run,
+        auto=e.auto,
+        attempts=e.attempts,
+        seconds=seconds,
+        error=clip(e.error, CARD_LIMITS["execution_error"]) or None,
+        rollback=clip(e.rollback, CARD_LIMITS["rollback"]) or None,
+        finished_at=e.finished_at,
+    )
+
+
+def proposal_view(p: Proposal, approved_by: Sequence[str] = (), execution: Execution | None = None) -> ProposalView:
     return ProposalView(
         state=p.state,
         source=p.source,
@@ -140,6 +170,7 @@ def proposal_view(p: Proposal, approved_by: Sequence[str] = ()) -> ProposalView:
         blocked_reason=clip(p.blocked_reason, CARD_LIMITS["blocked_reason"]) or None,
         approved_by=tuple(clip(name, CARD_LIMITS["decided_by"]) for name in approved_by[:2]),
         review_url=p.review_url if p.review_url and len(p.review_url) <= REVIEW_URL_MAX else None,
+        execution=None if execution is None or execution.proposal_id != p.id else execution_view(execution),
     )
 
 

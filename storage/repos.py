@@ -17,6 +17,9 @@ from storage.tables import (
     AlertStatus,
     Approval,
     Decision,
+    Execution,
+    ExecutionAttempt,
+    ExecutionState,
     Incident,
     IncidentStatus,
     KeyValue,
@@ -56,6 +59,13 @@ class IncidentRepo:
             .values(status=IncidentStatus.RESOLVED, open_key=None, resolved_at=at, updated_at=at)
         )
         return result.rowcount == 1
+
+    async def mark_remediated(self, incident_id: int, at: datetime) -> None:
+        await self._s.execute(
+            update(Incident)
+            .where(Incident.id == incident_id, Incident.remediated_at.is_(None))  # type: ignore[union-attr]
+            .values(remediated_at=at, updated_at=at)
+        )
 
     async def acknowledge(self, incident_id: int, at: datetime) -> None:
         await self._s.execute(
@@ -285,6 +295,19 @@ class ProposalRepo:
             .limit(limit)
         )
         return list(rows.scalars())
+
+    async def approved_waiting(self, limit: int = 20) -> list[Proposal]:
+        """Current approved proposals nobody has started executing (the execution worker's to-do)."""
+        rows = await self._s.execute(
+            select(Proposal)
+            .where(Proposal.state == ProposalState.APPROVED, Proposal.is_current.is_(True))  # type: ignore[attr-defined]
+            .order_by(Proposal.id)  # type: ignore[arg-type]
+            .limit(limit)
+        )
+        return list(rows.scalars())
+
+    async def get(self, proposal_id: int) -> Proposal | None:
+        return await self._s.get(Proposal, proposal_id)
 
     async def set_review_url(self, proposal_id: int, url: str) -> None:
         await self._s.execute(update(Proposal).where(Proposal.id == proposal_id).values(review_url=url))
@@ -667,6 +690,103 @@ class PlaybookRepo:
         await self._s.flush()
         return playbook
 
+    async def count_run(self, playbook_id: int, at: datetime, *, executions: int = 0, successes: int = 0) -> None:
+        """Add to a playbook's record in SQL (concurrent outcomes never overwrite each other)."""
+        await self._s.execute(
+            update(Playbook)
+            .where(Playbook.id == playbook_id)
+            .values(executions=Playbook.executions + executions, successes=Playbook.successes + successes, updated_at=at)
+        )
+
+
+class ExecutionRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def add(self, execution: Execution) -> Execution:
+        self._s.add(execution)
+        await self._s.flush()
+        return execution
+
+    async def get(self, execution_id: int) -> Execution | None:
+        return await self._s.get(Execution, execution_id)
+
+    async def of_proposal(self, proposal_id: int) -> Execution | None:
+        rows = await self._s.execute(select(Execution).where(Execution.proposal_id == proposal_id))
+        return rows.scalar_one_or_none()
+
+    async def of_incident(self, incident_id: int) -> list[Execution]:
+        rows = await self._s.execute(select(Execution).where(Execution.incident_id == incident_id).order_by(Execution.id))
+        return list(rows.scalars())
+
+    async def latest_of_incident(self, incident_id: int) -> Execution | None:
+        rows = await self._s.execute(
+            select(Execution).where(Execution.incident_id == incident_id).order_by(Execution.id.desc()).limit(1)  # type: ignore[union-attr]
+        )
+        return rows.scalar_one_or_none()
+
+    async def heartbeat(self, execution_id: int, owner: str, at: datetime, *, attempts: int | None = None) -> bool:
+        """Renew the runner's lease; False when the execution is no longer this runner's (it was interrupted)."""
+        values: dict[str, Any] = {"heartbeat_at": at}
+        if attempts is not None:
+            values["attempts"] = attempts
+        result = await self._s.execute(
+            update(Execution)
+            .where(Execution.id == execution_id, Execution.owner == owner, Execution.state == ExecutionState.RUNNING)
+            .values(**values)
+        )
+        return result.rowcount == 1
+
+    async def finish(self, execution_id: int, owner: str, state: str, **values: Any) -> bool:
+        result = await self._s.execute(
+            update(Execution)
+            .where(Execution.id == execution_id, Execution.owner == owner, Execution.state == ExecutionState.RUNNING)
+            .values(state=state, **values)
+        )
+        return result.rowcount == 1
+
+    async def running(self, *, stale_before: datetime | None = None, limit: int = 100) -> list[Execution]:
+        """Running executions (only those whose runner stopped renewing its lease, with ``stale_before``)."""
+        query = select(Execution).where(Execution.state == ExecutionState.RUNNING)
+        if stale_before is not None:
+            query = query.where(Execution.heartbeat_at < stale_before)  # type: ignore[operator]
+        rows = await self._s.execute(query.order_by(Execution.id).limit(limit))  # type: ignore[arg-type]
+        return list(rows.scalars())
+
+    async def interrupt(self, execution_id: int, at: datetime, error: str) -> bool:
+        result = await self._s.execute(
+            update(Execution)
+            .where(Execution.id == execution_id, Execution.state == ExecutionState.RUNNING)
+            .values(state=ExecutionState.INTERRUPTED, finished_at=at, error=error)
+        )
+        return result.rowcount == 1
+
+    async def mark_credited(self, execution_id: int, at: datetime) -> bool:
+        """Count an outcome for its playbook once (compare-and-set on ``credited_at``)."""
+        result = await self._s.execute(
+            update(Execution)
+            .where(Execution.id == execution_id, Execution.credited_at.is_(None))  # type: ignore[union-attr]
+            .values(credited_at=at)
+        )
+        return result.rowcount == 1
+
+    async def add_attempt(self, attempt: ExecutionAttempt) -> None:
+        self._s.add(attempt)
+        await self._s.flush()
+
+    async def attempts_of(self, execution_ids: Iterable[int]) -> dict[int, list[ExecutionAttempt]]:
+        ids = list(execution_ids)
+        found: dict[int, list[ExecutionAttempt]] = {i: [] for i in ids}
+        for start in range(0, len(ids), IN_CHUNK):
+            rows = await self._s.execute(
+                select(ExecutionAttempt)
+                .where(ExecutionAttempt.execution_id.in_(ids[start : start + IN_CHUNK]))  # type: ignore[attr-defined]
+                .order_by(ExecutionAttempt.id)  # type: ignore[arg-type]
+            )
+            for attempt in rows.scalars():
+                found[attempt.execution_id].append(attempt)
+        return found
+
 
 class Tx:
     """One session (one transaction when opened by ``Database.write``) and the repositories on it."""
@@ -684,4 +804,5 @@ class Tx:
         self.approvals = ApprovalRepo(session)
         self.knowledge = KnowledgeRepo(session)
         self.playbooks = PlaybookRepo(session)
+        self.executions = ExecutionRepo(session)
 

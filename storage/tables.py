@@ -115,6 +115,7 @@ class Incident(SQLModel, table=True):
     analysis_claimed_by: str | None = None
     analysis_claimed_at: datetime | None = ts(nullable=True)
     analysis_requested_by: str | None = None
+    remediated_at: datetime | None = ts(nullable=True)  # an executed remediation succeeded (not a dry run)
 
 
 class Alert(SQLModel, table=True):
@@ -174,6 +175,60 @@ class Proposal(SQLModel, table=True):
     spec: dict[str, Any] | None = added_json()  # the parsed RemediationSpec
     proposed_by: str | None = None  # a person who proposed the command (/run): never its approver
     review_url: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # GitOps review issue
+
+
+class ExecutionState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    INTERRUPTED = "interrupted"  # the process died while it ran: reported, never re-run blindly
+
+
+class Execution(SQLModel, table=True):
+    """The run of one approved proposal. Unique per proposal: one approval executes once, whatever clicks
+    or replicas race (the proposal's approved → executing compare-and-set decides who runs it)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    proposal_id: int = Field(foreign_key="proposal.id", unique=True)
+    incident_id: int = Field(foreign_key="incident.id", index=True)
+    state: str = Field(default=ExecutionState.RUNNING, index=True)
+    executor: str = "dry-run"  # dry-run | kubectl
+    dry_run: bool = True
+    auto: bool = False  # approved by the policy (tier auto), not by a person
+    requested_by: str | None = None  # who proposed it: a person (/run), "alertpilot" (analysis), …
+    approvers: list[str] = json_list()  # names, in signing order
+    commands: list[str] = json_list()  # the steps, in order
+    owner: str = ""  # the worker running it
+    heartbeat_at: datetime = ts()  # renewed while running; a stale one means the runner died
+    started_at: datetime = ts()
+    finished_at: datetime | None = ts(nullable=True)
+    attempts: int = 0
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    rollback: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # what happened to the rollback
+    replicas_before: int | None = None  # read before a scale, for its rollback
+    credited_at: datetime | None = ts(nullable=True)  # the outcome was counted for its playbook (once)
+
+
+class ExecutionAttempt(SQLModel, table=True):
+    """One process run (or, in dry-run mode, what would have run): the audit trail."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    execution_id: int = Field(foreign_key="execution.id", index=True)
+    incident_id: int = Field(foreign_key="incident.id", index=True)
+    step: str  # read_replicas | dry_run | run | verify | history | rollback
+    step_index: int = 0  # which command of a playbook (0-based)
+    attempt: int = 1
+    argv: list[str] = json_list()
+    started_at: datetime = ts()
+    finished_at: datetime = ts()
+    duration_ms: int = 0
+    exit_code: int | None = None
+    stdout: str = Field(default="", sa_column=Column(Text, nullable=False))
+    stderr: str = Field(default="", sa_column=Column(Text, nullable=False))
+    dry_run: bool = False
+    result: str = "ok"  # ok | transient | permanent
+    reason: str | None = None  # the failure's marker: timeout, not found, exit code 1, …
 
 
 class Approval(SQLModel, table=True):

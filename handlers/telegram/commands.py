@@ -1,4 +1,4 @@
-"""Slash commands: /start /help /incidents /status /approve /reject /run, and a helpful answer to anything else."""
+"""Slash commands: /start /help /incidents /status /audit /approve /reject /run, and a helpful answer to anything else."""
 
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ async def on_incident_command(
         if name == "status":
             await chat.status(actor, incident_id, reply_to=reply_to)
             return
+        if name == "audit":
+            await chat.audit(actor, incident_id, reply_to=reply_to)
+            return
         result = await approvals.decide(incident_id=incident_id, actor=actor, approve=name == "approve", reason=rest)
         await chat.report(actor, result, reply_to=reply_to)
     except InvalidIncidentRef as exc:
@@ -92,7 +95,7 @@ def build_router() -> Router:
     router.message.register(on_start_command, CommandStart())
     router.message.register(on_help_command, Command("help"))
     router.message.register(on_incidents_command, Command("incidents"))
-    router.message.register(on_incident_command, Command("status", "approve", "reject"))
+    router.message.register(on_incident_command, Command("status", "audit", "approve", "reject"))
     router.message.register(on_run_command, Command("run"))
     router.message.register(on_unknown_command, F.text.startswith("/"))
     return router

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.fakes.botapi import FakeBotAPI
+from tests.fakes.kubectl import FakeKubectl
 from tests.harness import (
     APPROVER,
     BOT_TOKEN,
@@ -122,3 +123,33 @@ async def test_after_restart_updates_thread_under_the_original_card(
         assert card == card_sends(bot_api, "INC-1")[0]
     finally:
         app.stop()
+
+
+async def test_kill_during_a_command_reports_it_interrupted_and_never_reruns_it(
+    tmp_path: Path, bot_api: FakeBotAPI, process_env: dict[str, str]
+) -> None:
+    kubectl = FakeKubectl(tmp_path / "kubectl").install().on("rollout restart", hang=True)
+    env = {**process_env, "ALERTPILOT_EXECUTOR": "kubectl", "ALERTPILOT_KUBECTL": str(kubectl.path)}
+    app = AppProcess(env, tmp_path)
+    try:
+        await app.start()
+        await post(app, fixture("01-firing-one-alert.json"))
+        [card] = await eventually(lambda: card_sends(bot_api, "INC-1"), timeout=20)
+        card_id = bot_api.sent_messages(CHAT_ID)[0]["message_id"]
+        approve = card["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+        bot_api.inject_callback(CHAT_ID, APPROVER, card_id, approve, username="alice")
+        await eventually(lambda: kubectl.calls_matching("rollout restart"), timeout=20)  # the command is running
+        app.kill()
+
+        await app.start()
+        interrupted = await bot_api.wait_for(
+            "sendMessage", predicate=lambda r: "Interrupted" in r.params.get("text", ""), timeout=20
+        )
+        assert interrupted[0].params["reply_parameters"]["message_id"] == card_id
+        body = await incident(app, "INC-1")
+        assert body["decision"]["state"] == "interrupted"
+        assert body["executions"][0]["state"] == "interrupted"
+        assert len(kubectl.calls_matching("rollout restart")) == 1  # never re-run blindly
+    finally:
+        app.stop()
+        kubectl.kill_running()

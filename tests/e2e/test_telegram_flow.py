@@ -40,7 +40,8 @@ async def test_alert_becomes_one_card_with_proposal_and_buttons(app: AppUnderTes
     assert buttons == ["✅ Approve", "❌ Reject", "🔍 Details", "🔄 Re-analyse", "📜 History"]
     [menu] = await bot_api.wait_for("setMyCommands")
     assert [c["command"] for c in menu.params["commands"]] == [
-        "incidents", "status", "approve", "reject", "run", "summary", "ask", "kb", "note", "playbooks", "start", "help"
+        "incidents", "status", "approve", "reject", "run", "audit", "summary", "ask", "kb", "note", "playbooks", "start",
+        "help",
     ]
 
 
@@ -68,7 +69,12 @@ async def test_approve_button_edits_card_and_threads_reply(app: AppUnderTest, bo
     edited = bot_api.messages[CHAT_ID][card["message_id"]]
     labels = [b["text"] for row in edited["reply_markup"]["inline_keyboard"] for b in row]
     assert labels == ["🔍 Details", "📜 History"]
-    assert "execution not enabled yet" in edited["text"]
+    # the default executor is the dry run: the approved command is recorded and threaded, nothing runs
+    await eventually(lambda: "DRY RUN done" in bot_api.messages[CHAT_ID][card["message_id"]]["text"])
+    await eventually(lambda: any("DRY RUN" in m["text"] and "Would run" in m["text"]
+                                 for m in replies_to(bot_api, card["message_id"])))
+    await eventually(lambda: any("DRY RUN" in m["text"] and "complete" in m["text"]
+                                 for m in replies_to(bot_api, card["message_id"])))
 
 
 def replies_to(bot_api: FakeBotAPI, message_id: int) -> list[dict]:
@@ -107,11 +113,14 @@ async def test_double_click_applies_once_and_answers_politely(app: AppUnderTest,
     bot_api.inject_callback(CHAT_ID, APPROVER2, card["message_id"], button(card, "❌"), username="bob")
     answers = await bot_api.wait_for("answerCallbackQuery", count=3)
     texts = sorted(a.params["text"] for a in answers)
-    assert sum("approved." in t for t in texts) == 1
-    assert sum("already approved" in t for t in texts) == 2
+    assert sum("approved;" in t for t in texts) == 1
+    assert sum("is already" in t for t in texts) == 2  # approved, or already running or done
     await eventually(lambda: replies_to(bot_api, card["message_id"]))
     await asyncio.sleep(0.3)
-    assert len(replies_to(bot_api, card["message_id"])) == 1
+    decisions = [m for m in replies_to(bot_api, card["message_id"]) if "Approved by" in m["text"]]
+    assert len(decisions) == 1
+    body = (await app.get("/api/incidents/INC-1")).json()
+    assert len(body["executions"]) == 1  # one approval, one execution
 
 
 async def test_slash_commands_approve_and_reject_with_reason(app: AppUnderTest, bot_api: FakeBotAPI) -> None:
@@ -199,7 +208,7 @@ async def test_deleted_card_falls_back_to_a_new_card(app: AppUnderTest, bot_api:
     bot_api.inject_message(CHAT_ID, APPROVER, "/approve INC-1", username="alice")
     await eventually(lambda: len(cards(bot_api)) == 2)
     new_card = cards(bot_api)[-1]
-    assert "Approved by @alice" in new_card["text"] and new_card["message_id"] != card["message_id"]
+    assert "pproved by @alice" in new_card["text"] and new_card["message_id"] != card["message_id"]  # approved or running
     await eventually(lambda: replies_to(bot_api, new_card["message_id"]))
 
 

@@ -18,6 +18,7 @@ from services.chat import ChatService
 from services.decision import DecisionService
 from services.incidents import IncidentService
 from services.knowledge import KnowledgeService
+from services.learning import LearningService
 from services.metrics import Metrics
 from services.notify import Notifier, Wakeup
 from services.outbox import OutboxSender
@@ -129,7 +130,7 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         db=db,
         clock=clock,
         gateway=gateway,
-        incidents=IncidentService(db, notifier, clock, analysis_wakeup),
+        incidents=IncidentService(db, notifier, clock, analysis_wakeup, LearningService(knowledge)),
         analysis=analysis,
         approvals=ApprovalService(db, notifier, roles, clock),
         chat=chat,
