@@ -22,6 +22,7 @@ from aiohttp import web
 
 from bot.chat.console import ConsoleGateway
 from bot.chat.telegram import TelegramGateway
+from bot.chat.wecom import WeComRobotGateway, mask_key
 from bot.cli import send_test_alert
 from bot.deps import Deps
 from bot.dispatcher import build_dispatcher
@@ -31,6 +32,7 @@ from bot.polling import supervise_polling
 from bot.render import Renderer
 from bot.settings import Settings, SettingsError, load_settings
 from handlers.http import api, health, ingress, metrics
+from handlers.http import wecom as wecom_callback
 from handlers.http.common import DEPS, MAX_BODY_BYTES, HttpDeps
 from handlers.http.middleware import error_middleware
 from services.ai import AIAdvisor
@@ -76,6 +78,7 @@ def build_app(settings: Settings, *, clock: Clock = utcnow, console: TextIO | No
     app.add_routes(api.routes)
     app.add_routes(health.routes)
     app.add_routes(metrics.routes)
+    app.add_routes(wecom_callback.routes)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         async with _running(app, settings, clock, console):
@@ -102,9 +105,17 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         bot = Bot(settings.telegram_token.get_secret_value(), session=session)
         telegram = TelegramGateway(bot, renderer)
         gateways.append(telegram)
+    card_targets: list[ChatTarget] = []
     if bot is not None and settings.telegram_chat_id is not None:
-        card_targets = [ChatTarget("telegram", str(settings.telegram_chat_id))]
-    else:
+        card_targets.append(ChatTarget("telegram", str(settings.telegram_chat_id)))
+    wecom_client: httpx.AsyncClient | None = None
+    if settings.wecom_keys:
+        # One client for WeCom, opened here and closed at shutdown (house style §10).
+        wecom_client = httpx.AsyncClient(base_url=settings.wecom_api_base + "/", timeout=10)
+        wecom = WeComRobotGateway(wecom_client, renderer, settings.wecom_keys, oncall=settings.wecom_oncall_ids)
+        gateways.append(wecom)
+        card_targets += [ChatTarget("wecom", chat_id) for chat_id in wecom.chat_ids]
+    if not card_targets:
         card_targets = [CONSOLE_TARGET]
         gateways.append(ConsoleGateway(renderer, console))
 
@@ -175,12 +186,20 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         telegram_state="polling" if bot is not None else "not configured",
     )
     app[FULL_DEPS] = deps
+    crypto = settings.wecom_crypto
+    if crypto is not None:
+        app[wecom_callback.WECOM] = wecom_callback.WeComDeps(
+            crypto=crypto, db=db, approvals=deps.approvals, chat=chat, queries=queries, renderer=renderer, clock=clock
+        )
     app[DEPS] = HttpDeps(db=db, incidents=deps.incidents, queries=queries, ingest_token=token, telegram_state=deps.telegram_state,
                            metrics=counters)
 
     limits = {
         "telegram": ChannelLimits(settings.chat_rate_per_second, settings.group_rate_per_minute, settings.bot_rate_per_second),
         "console": UNPACED,  # a log has no rate limit
+        # 20 messages a minute per robot; robots do not share a budget
+        "wecom": ChannelLimits(per_chat_per_second=1.0, per_group_per_minute=settings.wecom_rate_per_minute,
+                               per_bot_per_second=1e6),
     }
     senders = [
         OutboxSender(
@@ -224,7 +243,7 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         await decisions.aclose()
         if reviews is not None:
             await reviews.aclose()
-        for client in (ai_client, gitops_client):
+        for client in (ai_client, gitops_client, wecom_client):
             if client is not None:
                 await client.aclose()
         if bot is not None:
@@ -244,7 +263,9 @@ BANNER: web.AppKey[Banner] = web.AppKey("banner", Banner)
 
 
 def banner_text(settings: Settings, banner: Banner, base_url: str) -> str:
-    if not settings.telegram_enabled:
+    if not settings.telegram_enabled and settings.wecom_keys:
+        telegram = "not configured (set ALERTPILOT_TELEGRAM_TOKEN)"
+    elif not settings.telegram_enabled:
         telegram = "not configured: cards are written to this console (set ALERTPILOT_TELEGRAM_TOKEN)"
     elif settings.telegram_chat_id is None:
         telegram = ("configured (long polling), but ALERTPILOT_TELEGRAM_CHAT_ID is not set: cards go to this console;"
@@ -259,11 +280,20 @@ def banner_text(settings: Settings, banner: Banner, base_url: str) -> str:
             f"  database       {settings.database_url_display}",
             f"  ingest token   {banner.token}  ({origin})",
             f"  telegram       {telegram}",
+            f"  wecom          {wecom_text(settings)}",
             f"  decisions      {decisions_text(settings)}",
             f"  executor       {executor_text(settings)}",
             "  try it         alertpilot send-test-alert",
         ]
     )
+
+
+def wecom_text(settings: Settings) -> str:
+    if not settings.wecom_keys:
+        return "not configured (set ALERTPILOT_WECOM_WEBHOOK_KEYS to post cards to WeCom groups)"
+    robots = ", ".join(mask_key(k) for k in settings.wecom_keys)
+    oncall = f"; @mentions {', '.join(settings.wecom_oncall_ids)} on new cards" if settings.wecom_oncall_ids else ""
+    return f"{len(settings.wecom_keys)} group robot(s) {robots} at {settings.wecom_api_base}{oncall}"
 
 
 def build_executor(settings: Settings) -> Executor:

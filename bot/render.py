@@ -13,7 +13,23 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 TELEGRAM_TEXT_LIMIT = 4096
+WECOM_MARKDOWN_LIMIT = 4096  # bytes (UTF-8) of a WeCom robot markdown message
+WECOM_TEXT_LIMIT = 2048  # bytes of a text message
 _TAG = re.compile(r"<[^>]+>")
+# WeCom markdown has no escape character: a dynamic value's markup characters become look-alikes, so a
+# label or model text can neither format the message nor @mention anyone (<@userid>) nor add links.
+_MARKDOWN_LOOKALIKES = str.maketrans({
+    "<": "＜", ">": "＞", "`": "'", "*": "＊", "[": "［", "]": "］", "#": "＃",
+})
+
+
+def markdown_value(value: Any) -> Any:
+    """The finalize hook of WeCom templates: every ``{{ value }}`` is neutralised (template text is not)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.translate(_MARKDOWN_LOOKALIKES)
+    return value
 
 
 def telegram_visible_length(markup: str) -> int:
@@ -37,9 +53,12 @@ class Renderer:
         )
         self.env.filters["hm"] = self._hm
         self.env.filters["when"] = self._when
+        # WeCom markdown (templates/wecom/*): no HTML escaping, every inserted value neutralised.
+        self.markdown_env = self.env.overlay(autoescape=False, finalize=markdown_value)
 
     def render(self, name: str, **context: Any) -> str:
-        return self.env.get_template(name).render(**context).strip()
+        env = self.markdown_env if name.startswith("wecom/") else self.env
+        return env.get_template(name).render(**context).strip()
 
     def prompt(self, name: str, **context: Any) -> str:
         """An AI prompt (templates/ai/<name>.j2; plain text, no escaping): the services.ports.Prompts port."""

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from bot.chat.wecom_crypto import WeComCrypto
 from services.execution import ExecutionConfig
 from services.failures import (
     DEFAULT_TITLE,
@@ -26,6 +27,15 @@ OFFICIAL_TELEGRAM_API = "https://api.telegram.org"
 
 class SettingsError(Exception):
     """A configuration value is wrong; the message names the variable."""
+
+
+def checked_csv(value: str, pattern: str, problem: str) -> str:
+    """A comma-separated list, each item matching ``pattern``; ValueError(problem) names the first bad one."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    bad = [item for item in items if not re.fullmatch(pattern, item)]
+    if bad:
+        raise ValueError(problem.format(item=repr(bad[0])))
+    return ",".join(items)
 
 
 class Settings(BaseSettings):
@@ -46,6 +56,15 @@ class Settings(BaseSettings):
     telegram_chat_id: int | None = None
     telegram_api_base: str = OFFICIAL_TELEGRAM_API
     telegram_polling_timeout: int = Field(default=25, ge=1, le=60)
+
+    # WeCom group robots (send-only): one or more webhook keys; the on-call people @mentioned on new cards.
+    wecom_webhook_keys: str = ""
+    wecom_api_base: str = "https://qyapi.weixin.qq.com"
+    wecom_oncall: str = ""
+    wecom_rate_per_minute: float = Field(default=20.0, gt=0, le=20)
+    # The WeCom 智能机器人 (AI bot) callback at /wecom/callback: its Token and EncodingAESKey (both, or none).
+    wecom_bot_token: SecretStr | None = None
+    wecom_bot_aes_key: SecretStr | None = None
 
     # The AI model: any OpenAI-compatible chat-completions server (OpenAI, vLLM, Ollama /v1, llama.cpp).
     ai_base_url: str | None = None
@@ -91,6 +110,27 @@ class Settings(BaseSettings):
     group_rate_per_minute: float = Field(default=20.0, gt=0)
     bot_rate_per_second: float = Field(default=30.0, gt=0)
     outbox_max_backoff_seconds: float = Field(default=300.0, gt=0)
+
+    @field_validator("wecom_webhook_keys")
+    @classmethod
+    def _valid_wecom_keys(cls, value: str) -> str:
+        keys = [k.strip() for k in value.split(",") if k.strip()]
+        for key in keys:
+            if key.startswith(("http://", "https://")) or not re.fullmatch(r"[A-Za-z0-9-]{8,128}", key):
+                raise ValueError("give the robots' webhook keys (the key=… part of the webhook URL), comma-separated")
+        return ",".join(keys)
+
+    @field_validator("wecom_oncall")
+    @classmethod
+    def _valid_oncall(cls, value: str) -> str:
+        return checked_csv(value, r"[A-Za-z0-9_.@-]{1,64}", "not a WeCom userid: {item} (comma-separated userids, or @all)")
+
+    @field_validator("wecom_api_base")
+    @classmethod
+    def _wecom_base(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL such as https://qyapi.weixin.qq.com")
+        return value.rstrip("/")
 
     @field_validator("failure_notify")
     @classmethod
@@ -148,11 +188,9 @@ class Settings(BaseSettings):
     @field_validator("allowed_tools")
     @classmethod
     def _valid_tools(cls, value: str) -> str:
-        tools = [t.strip() for t in value.split(",") if t.strip()]
-        bad = [t for t in tools if not re.fullmatch(r"[A-Za-z0-9_.+-]{1,64}", t)]
-        if bad:
-            raise ValueError(f"not a tool name: {bad[0]!r} (comma-separated executable names, e.g. kubectl,helm)")
-        return ",".join(tools)
+        return checked_csv(
+            value, r"[A-Za-z0-9_.+-]{1,64}", "not a tool name: {item} (comma-separated executable names, e.g. kubectl,helm)"
+        )
 
     @field_validator("ai_base_url")
     @classmethod
@@ -177,7 +215,15 @@ class Settings(BaseSettings):
             raise ValueError("must be owner/name")
         return value
 
-    @field_validator("telegram_token", "ingest_token", "ai_api_key", "gitops_token", mode="before")
+    @field_validator("wecom_bot_aes_key")
+    @classmethod
+    def _valid_aes_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            WeComCrypto("check", value.get_secret_value())  # raises ValueError saying what is wrong
+        return value
+
+    @field_validator("telegram_token", "ingest_token", "ai_api_key", "gitops_token", "wecom_bot_token",
+                     "wecom_bot_aes_key", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -221,6 +267,14 @@ class Settings(BaseSettings):
         return self.ai_base_url is not None and self.ai_model is not None
 
     @property
+    def wecom_keys(self) -> tuple[str, ...]:
+        return tuple(k for k in self.wecom_webhook_keys.split(",") if k)
+
+    @property
+    def wecom_oncall_ids(self) -> tuple[str, ...]:
+        return tuple(p for p in self.wecom_oncall.split(",") if p)
+
+    @property
     def execution_config(self) -> ExecutionConfig:
         return ExecutionConfig(
             timeout_seconds=self.exec_timeout_seconds,
@@ -247,6 +301,20 @@ class Settings(BaseSettings):
         if 0 < len(missing) < len(values):
             raise ValueError(f"GitOps review needs all of {', '.join(values)}; not set: {', '.join(missing)}")
         return self
+
+    @model_validator(mode="after")
+    def _wecom_bot_complete(self) -> Settings:
+        if (self.wecom_bot_token is None) != (self.wecom_bot_aes_key is None):
+            missing = "ALERTPILOT_WECOM_BOT_TOKEN" if self.wecom_bot_token is None else "ALERTPILOT_WECOM_BOT_AES_KEY"
+            raise ValueError(f"the WeCom callback needs ALERTPILOT_WECOM_BOT_TOKEN and ALERTPILOT_WECOM_BOT_AES_KEY; "
+                             f"{missing} is not set")
+        return self
+
+    @property
+    def wecom_crypto(self) -> WeComCrypto | None:
+        if self.wecom_bot_token is None or self.wecom_bot_aes_key is None:
+            return None
+        return WeComCrypto(self.wecom_bot_token.get_secret_value(), self.wecom_bot_aes_key.get_secret_value())
 
     @model_validator(mode="after")
     def _ai_complete(self) -> Settings:

@@ -221,6 +221,9 @@ class ExecutionService:
         return await self._interrupt(stale_before=None)
 
     async def _interrupt(self, *, stale_before: datetime | None) -> int:
+        async with self._db.read() as tx:  # the common case, nothing stale, takes no write lock
+            if not await tx.executions.running(stale_before=stale_before, limit=1):
+                return 0
         now = self._now()
         count = 0
         async with self._db.write() as tx:

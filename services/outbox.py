@@ -130,12 +130,16 @@ class OutboxSender:
         return True
 
     async def _send(self, row: Outbox) -> str:
-        self._pacer.record(row.chat_id, self._mono())
         if row.kind == OutboxKind.CARD:
             assert row.incident_id is not None
             async with self._db.read() as tx:
                 card = await self._queries.card_in(tx, row.incident_id)
                 ref = await tx.refs.card(self.channel, row.chat_id, row.incident_id)
+            if ref is not None and not self._gw.can_edit:
+                if self._gw.shows(ref.message_id, card):
+                    return ref.message_id  # a robot's card stays; this change is sent as its own message
+                ref = None  # a new proposal: the robot posts the card again
+            self._pacer.record(row.chat_id, self._mono())
             if ref is None:
                 return await self._gw.send_card(row.chat_id, card, edit_message_id=None)
             try:
@@ -144,6 +148,7 @@ class OutboxSender:
                 log.warning("card_gone_resending", channel=self.channel, incident_id=row.incident_id, old=ref.message_id)
                 self._pacer.record(row.chat_id, self._mono())
                 return await self._gw.send_card(row.chat_id, card, edit_message_id=None)
+        self._pacer.record(row.chat_id, self._mono())
         reply_to = row.reply_to_message_id
         if row.reply_to_card and row.incident_id is not None:
             async with self._db.read() as tx:

@@ -6,6 +6,7 @@ model into its platform's message through templates/<channel>/*.j2.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -89,6 +90,18 @@ class IncidentCard:
     actions: tuple[CardAction, ...]
 
 
+def card_version(card: IncidentCard) -> str:
+    """What a posted card must still show to be current where cards cannot be edited: the proposal (its
+    source and command), or that it is still being analysed. State changes of the same proposal are sent as
+    their own messages."""
+    if card.analysing:
+        return "analysing"
+    if card.proposal is None:
+        return "none"
+    digest = hashlib.sha1(f"{card.proposal.source}|{card.proposal.command}".encode()).hexdigest()[:8]
+    return f"p{digest}"
+
+
 @dataclass(frozen=True)
 class ChannelLimits:
     per_chat_per_second: float
@@ -106,11 +119,17 @@ class ChatGateway(Protocol):
     """One chat platform's delivery. Raises services.errors.DeliveryError subclasses on failure."""
 
     channel: str
+    can_edit: bool  # False: a card is posted once; its later state changes arrive as their own messages
 
     def is_group(self, chat_id: str) -> bool: ...
 
     async def send_card(self, chat_id: str, card: IncidentCard, *, edit_message_id: str | None) -> str:
         """Send the card (or edit ``edit_message_id`` in place); return its message id."""
+        ...
+
+    def shows(self, message_id: str, card: IncidentCard) -> bool:
+        """For a channel that cannot edit: whether the card posted as ``message_id`` still shows what matters
+        (its proposal); if not, the card is posted again. Channels that edit answer False."""
         ...
 
     async def send_message(

@@ -17,6 +17,7 @@ log = structlog.get_logger(__name__)
 
 class ConsoleGateway:
     channel = "console"
+    can_edit = True
 
     def __init__(self, renderer: Renderer, stream: TextIO | None = None) -> None:
         self._render = renderer
@@ -26,6 +27,9 @@ class ConsoleGateway:
 
     def is_group(self, chat_id: str) -> bool:
         return False
+
+    def shows(self, message_id: str, card: IncidentCard) -> bool:
+        return False  # edits in place
 
     async def send_card(self, chat_id: str, card: IncidentCard, *, edit_message_id: str | None) -> str:
         text = html_to_text(self._render.render("telegram/card.html.j2", card=card))

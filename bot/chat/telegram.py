@@ -32,6 +32,7 @@ NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 
 class TelegramGateway:
     channel = "telegram"
+    can_edit = True
 
     def __init__(self, bot: Bot, renderer: Renderer) -> None:
         self._bot, self._render = bot, renderer
@@ -47,6 +48,9 @@ class TelegramGateway:
             await self._call(self._bot.set_my_commands(commands))
         except DeliveryError as exc:
             log.warning("telegram_set_commands_failed", error=str(exc))
+
+    def shows(self, message_id: str, card: IncidentCard) -> bool:
+        return False  # edits in place
 
     async def send_card(self, chat_id: str, card: IncidentCard, *, edit_message_id: str | None) -> str:
         text = self._checked(self._render.render("telegram/card.html.j2", card=card))

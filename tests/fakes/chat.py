@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.errors import DeliveryError, MessageGone
-from services.ports import IncidentCard
+from services.ports import IncidentCard, card_version
 
 
 @dataclass
@@ -23,8 +23,9 @@ class Sent:
     edited: bool = False
 
 class FakeGateway:
-    def __init__(self, channel: str = "telegram") -> None:
+    def __init__(self, channel: str = "telegram", *, can_edit: bool = True) -> None:
         self.channel = channel
+        self.can_edit = can_edit
         self.sent: list[Sent] = []
         self.failures: list[DeliveryError] = []  # raised, in order, by the next calls
         self.gone: set[str] = set()  # message ids deleted in the chat
@@ -37,6 +38,10 @@ class FakeGateway:
         if self.failures:
             raise self.failures.pop(0)
 
+    def shows(self, message_id: str, card: IncidentCard) -> bool:
+        """Like a robot: a card without edits is current while its proposal's command is the same."""
+        return message_id.endswith(f":{card_version(card)}")
+
     async def send_card(self, chat_id: str, card: IncidentCard, *, edit_message_id: str | None) -> str:
         self._maybe_fail()
         if edit_message_id is not None:
@@ -44,7 +49,7 @@ class FakeGateway:
                 raise MessageGone("message to edit not found")
             self.sent.append(Sent("card", chat_id, edit_message_id, card=card, edited=True))
             return edit_message_id
-        message_id = str(next(self._ids))
+        message_id = str(next(self._ids)) + ("" if self.can_edit else f":{card_version(card)}")
         self.sent.append(Sent("card", chat_id, message_id, card=card))
         return message_id
 

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.render import Renderer
 from services.actions import Actor
 from services.ai import AIAdvisor
 from services.analysis import AnalysisService
@@ -29,7 +30,6 @@ from services.ports import ChannelLimits, ChatModel, ChatTarget
 from services.queries import IncidentQueries
 from services.roles import parse_roles
 from services.safety import NamespacePolicy
-from bot.render import Renderer
 from storage.db import Database
 from tests.fakes.chat import FakeClock, FakeGateway
 from tests.harness import ROLES, scratch_postgres_database

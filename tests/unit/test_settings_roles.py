@@ -237,3 +237,71 @@ def test_roles_limited_to_namespaces() -> None:
 def test_roles_namespace_errors_name_the_entry(text: str) -> None:
     with pytest.raises(ValueError, match="tg:1"):
         parse_roles(text)
+
+
+# --- execution and WeCom settings ------------------------------------------------------------------
+
+
+def test_settings_execution_and_wecom_defaults() -> None:
+    settings = load_settings(_env_file=None)
+    assert settings.executor == "dry-run" and settings.kubectl == "kubectl" and settings.kubeconfig is None
+    config = settings.execution_config
+    assert (config.timeout_seconds, config.max_retries, config.retry_delay_seconds) == (120, 2, 30)
+    assert settings.failure_notify_targets == [] and settings.failure_notify_enabled
+    assert settings.wecom_keys == () and settings.wecom_crypto is None
+    assert settings.wecom_api_base == "https://qyapi.weixin.qq.com"
+
+
+def test_settings_wecom_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALERTPILOT_WECOM_WEBHOOK_KEYS", " robot-key-0001 , robot-key-0002,")
+    monkeypatch.setenv("ALERTPILOT_WECOM_ONCALL", "zhangsan, lisi")
+    monkeypatch.setenv("ALERTPILOT_WECOM_BOT_TOKEN", "QDG6eK")
+    monkeypatch.setenv("ALERTPILOT_WECOM_BOT_AES_KEY", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C")
+    monkeypatch.setenv("ALERTPILOT_FAILURE_NOTIFY", "tg:111, tg:-100123, wecom:zhangsan")
+    settings = load_settings(_env_file=None)
+    assert settings.wecom_keys == ("robot-key-0001", "robot-key-0002")
+    assert settings.wecom_oncall_ids == ("zhangsan", "lisi") and settings.wecom_crypto is not None
+    assert [(t.channel, t.id, t.person) for t in settings.failure_notify_targets] == [
+        ("telegram", "111", True), ("telegram", "-100123", False), ("wecom", "zhangsan", True)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("ALERTPILOT_WECOM_WEBHOOK_KEYS", "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=abc", "key=…"),
+        ("ALERTPILOT_WECOM_ONCALL", "zhang san", "not a WeCom userid"),
+        ("ALERTPILOT_WECOM_BOT_AES_KEY", "short", "43 characters"),
+        ("ALERTPILOT_FAILURE_NOTIFY", "slack:#ops", "not a target"),
+        ("ALERTPILOT_FAILURE_NOTIFY_TITLE", "failed {incident}", "unknown placeholder"),
+        ("ALERTPILOT_EXECUTOR", "shell", "ALERTPILOT_EXECUTOR"),
+        ("ALERTPILOT_MAX_RETRIES", "-1", "ALERTPILOT_MAX_RETRIES"),
+    ],
+)
+def test_settings_execution_and_wecom_errors_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    if variable == "ALERTPILOT_WECOM_BOT_AES_KEY":
+        monkeypatch.setenv("ALERTPILOT_WECOM_BOT_TOKEN", "t")
+    with pytest.raises(SettingsError) as raised:
+        load_settings(_env_file=None)
+    assert variable in str(raised.value) or variable == "ALERTPILOT_FAILURE_NOTIFY_TITLE"
+    assert message in str(raised.value)
+
+
+def test_settings_wecom_callback_needs_token_and_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALERTPILOT_WECOM_BOT_TOKEN", "QDG6eK")
+    with pytest.raises(SettingsError, match="ALERTPILOT_WECOM_BOT_AES_KEY is not set"):
+        load_settings(_env_file=None)
+
+
+async def test_serve_refuses_a_kubectl_it_cannot_find(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = load_settings(
+        _env_file=None, executor="kubectl", kubectl=str(tmp_path / "no-kubectl"),
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/a.db",
+    )
+    assert await serve(settings) == 2
+    assert "ALERTPILOT_KUBECTL" in capsys.readouterr().err

@@ -1,0 +1,222 @@
+"""The WeCom 智能机器人 callback: ``GET /wecom/callback`` (URL verification) and ``POST /wecom/callback``
+(encrypted messages and events), answered with encrypted passive replies.
+
+Every POST is signature-checked, decrypted, refused when its timestamp is more than 5 minutes off, and
+de-duplicated by ``msgid`` (WeCom repeats callbacks). Anything that does not authenticate answers 403
+and nothing is processed. What arrives:
+- an @mention (``@alertpilot approve INC-12``, with or without "/"): the same grammar as the Telegram
+  commands — approve, reject, status (or just ``INC-12``: the incident as a template card with Approve,
+  Reject and Details buttons), incidents, help;
+- a ``template_card_event`` (a button of that card): applied through the same approval service as a
+  Telegram button, for ``wecom:<userid>``, and answered within 5 s with ``update_template_card``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from bot.chat.wecom_crypto import WeComCrypto, WeComCryptoError
+from bot.render import Renderer
+from bot.wecom_cards import card_reply, incident_of_task, markdown_reply, update_reply
+from handlers.http.common import error
+from services.actions import ActionResult, Actor, Outcome
+from services.approvals import ApprovalService
+from services.chat import ChatService, result_context
+from services.errors import IncidentNotFound, InvalidIncidentRef
+from services.ports import ChatTarget
+from services.queries import IncidentQueries, parse_incident_ref
+from storage.clock import Clock
+from storage.db import Database
+
+log = structlog.get_logger(__name__)
+routes = web.RouteTableDef()
+
+MAX_SKEW_SECONDS = 300
+ANSWER_WITHIN_SECONDS = 4.0  # WeCom waits 5 s for the answer to a click
+DECISIONS = ("approve", "reject")
+LATER = frozenset({"summary", "ask", "silence", "kb", "note", "run", "audit", "playbooks"})
+NOT_CONFIGURED = "the WeCom callback is not configured (ALERTPILOT_WECOM_BOT_TOKEN, ALERTPILOT_WECOM_BOT_AES_KEY)"
+
+
+@dataclass(frozen=True)
+class WeComDeps:
+    crypto: WeComCrypto
+    db: Database
+    approvals: ApprovalService
+    chat: ChatService
+    queries: IncidentQueries
+    renderer: Renderer
+    clock: Clock
+
+
+WECOM: web.AppKey[WeComDeps] = web.AppKey("wecom", WeComDeps)
+
+
+def _query(request: web.Request, *names: str) -> list[str]:
+    values = [request.query.get(name, "") for name in names]
+    missing = [name for name, value in zip(names, values, strict=True) if not value]
+    if missing:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"missing query parameter(s): {', '.join(missing)}"}),
+                                 content_type="application/json")
+    return values
+
+
+@routes.get("/wecom/callback")
+async def on_wecom_url_verification(request: web.Request) -> web.StreamResponse:
+    deps = request.app.get(WECOM)
+    if deps is None:
+        return error(404, NOT_CONFIGURED)
+    signature, timestamp, nonce, echostr = _query(request, "msg_signature", "timestamp", "nonce", "echostr")
+    try:
+        plain = deps.crypto.verify_url(signature, timestamp, nonce, echostr)
+    except WeComCryptoError as exc:
+        log.warning("wecom_callback_refused", reason=str(exc), method="GET")
+        return error(403, "signature or payload does not verify")
+    return web.Response(text=plain, content_type="text/plain")
+
+
+@routes.post("/wecom/callback")
+async def on_wecom_callback(request: web.Request) -> web.StreamResponse:
+    deps = request.app.get(WECOM)
+    if deps is None:
+        return error(404, NOT_CONFIGURED)
+    signature, timestamp, nonce = _query(request, "msg_signature", "timestamp", "nonce")
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        return error(400, "the body is not JSON")
+    encrypt = body.get("encrypt") if isinstance(body, dict) else None
+    if not isinstance(encrypt, str) or not encrypt:
+        return error(400, "the body has no encrypt field")
+    now = deps.clock()
+    try:
+        plain = deps.crypto.open(signature, timestamp, nonce, encrypt, now=now.timestamp(), max_skew=MAX_SKEW_SECONDS)
+        message = json.loads(plain)
+    except WeComCryptoError as exc:
+        log.warning("wecom_callback_refused", reason=str(exc), method="POST")
+        return error(403, "signature, timestamp or payload does not verify")
+    except ValueError:
+        return error(400, "the decrypted message is not JSON")
+    if not isinstance(message, dict) or not isinstance(message.get("msgid"), str):
+        return error(400, "the decrypted message has no msgid")
+    mark = f"{now.isoformat()} {secrets.token_hex(4)}"
+    async with deps.db.write() as tx:
+        first = await tx.kv.put_if_absent(f"wecom:msgid:{message['msgid'][:128]}", mark) == mark
+    if not first:
+        log.info("wecom_callback_duplicate", msgid=message["msgid"])
+        return web.Response(text="")
+    reply = await _answer(deps, message)
+    if reply is None:
+        return web.Response(text="")
+    envelope = deps.crypto.seal(json.dumps(reply, ensure_ascii=False), timestamp=int(now.timestamp()),
+                                nonce=secrets.token_hex(8))
+    return web.json_response(envelope)
+
+
+def _actor(message: dict[str, Any]) -> Actor | None:
+    sender = message.get("from") if isinstance(message.get("from"), dict) else {}
+    userid = sender.get("userid") if isinstance(sender, dict) else None
+    if not isinstance(userid, str) or not userid:
+        return None
+    return Actor(id=f"wecom:{userid}", name=userid, target=ChatTarget("wecom", str(message.get("chatid") or userid)))
+
+
+async def _answer(deps: WeComDeps, message: dict[str, Any]) -> dict[str, Any] | None:
+    actor = _actor(message)
+    if actor is None:
+        return None
+    if message.get("msgtype") == "text":
+        text = (message.get("text") or {}).get("content", "") if isinstance(message.get("text"), dict) else ""
+        return await _command(deps, actor, str(text))
+    event = message.get("event") if isinstance(message.get("event"), dict) else {}
+    if isinstance(event, dict) and event.get("eventtype") == "template_card_event":
+        click = event.get("template_card_event")
+        if isinstance(click, dict):
+            return await _click(deps, actor, str(click.get("event_key", "")), str(click.get("task_id", "")))
+    return None
+
+
+def _words(text: str) -> list[str]:
+    """The command's words, without the leading @mention(s) and an optional "/"."""
+    words = text.split()
+    while words and words[0].startswith("@"):
+        words.pop(0)
+    if words:
+        words[0] = words[0].removeprefix("/").lower()
+    return words
+
+
+async def _command(deps: WeComDeps, actor: Actor, text: str) -> dict[str, Any]:
+    words = _words(text)
+    name = words[0] if words else "help"
+    try:
+        if name in DECISIONS or name == "status" or name.startswith("inc-") or name.startswith("#"):
+            ref = words[0] if name not in DECISIONS and name != "status" else (words[1] if len(words) > 1 else "")
+            if not ref:
+                return markdown_reply(deps.renderer, "error", code="usage", command=name)
+            incident_id = parse_incident_ref(ref)
+            if name in DECISIONS:
+                result = await deps.approvals.decide(incident_id=incident_id, actor=actor, approve=name == "approve",
+                                                     reason=" ".join(words[2:]))
+                return markdown_reply(deps.renderer, "action_result", **result_context(result))
+            if not deps.chat.may_read(actor):
+                return _refused(deps, ref)
+            return card_reply(deps.renderer, await deps.queries.card(incident_id))
+        if name == "incidents":
+            if not deps.chat.may_read(actor):
+                return _refused(deps, "")
+            items, total = await deps.queries.open_incidents(limit=15)
+            return markdown_reply(deps.renderer, "incidents", items=items, total=total)
+        if name == "help":
+            return markdown_reply(deps.renderer, "help")
+    except InvalidIncidentRef as exc:
+        return markdown_reply(deps.renderer, "error", code="bad_ref", text=exc.text[:64])
+    except IncidentNotFound as exc:
+        return markdown_reply(deps.renderer, "error", code="not_found", ref=exc.ref)
+    if name in LATER:  # WeCom's streamed (AI) replies are still to come: say so, not "unknown"
+        return markdown_reply(deps.renderer, "error", code="telegram_only", command=name)
+    return markdown_reply(deps.renderer, "error", code="unknown_command", command=name[:64])
+
+
+def _refused(deps: WeComDeps, ref: str) -> dict[str, Any]:
+    result = ActionResult(Outcome.NOT_ALLOWED, ref, needed_role="viewer")
+    return markdown_reply(deps.renderer, "action_result", **result_context(result))
+
+
+async def _click(deps: WeComDeps, actor: Actor, key: str, task: str) -> dict[str, Any] | None:
+    incident_id = incident_of_task(task)
+    if incident_id is None:
+        return None  # not one of our cards
+    try:
+        if key in DECISIONS:
+            work = asyncio.ensure_future(
+                deps.approvals.decide(incident_id=incident_id, actor=actor, approve=key == "approve")
+            )
+            work.add_done_callback(_log_failure)
+            try:
+                async with asyncio.timeout(ANSWER_WITHIN_SECONDS):  # not wait_for: it can swallow a cancellation
+                    context = result_context(await asyncio.shield(work))
+            except TimeoutError:  # the database is busy: say it arrived; it still applies
+                context = {**result_context(ActionResult(Outcome.NO_PROPOSAL, "")), "outcome": "working",
+                           "ref": f"INC-{incident_id}"}
+            note = deps.renderer.render("wecom/action_result.md.j2", **context)
+            return update_reply(deps.renderer, await deps.queries.card(incident_id), note=_plain(note))
+        return update_reply(deps.renderer, await deps.queries.card(incident_id), details=key == "details")
+    except IncidentNotFound:
+        return None
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("wecom_click_failed", error=repr(task.exception()))
+
+
+def _plain(markdown: str) -> str:
+    return markdown.replace("**", "").replace("`", "")
