@@ -22,7 +22,8 @@ from aiohttp import web
 
 from bot.chat.console import ConsoleGateway
 from bot.chat.telegram import TelegramGateway
-from bot.chat.wecom import WeComRobotGateway, mask_key
+from bot.chat.wecom import WeComRobotGateway, mask_key, robot_id
+from bot.chat.wecom_streams import WeComStreams
 from bot.cli import send_test_alert
 from bot.deps import Deps
 from bot.dispatcher import build_dispatcher
@@ -109,12 +110,14 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
     if bot is not None and settings.telegram_chat_id is not None:
         card_targets.append(ChatTarget("telegram", str(settings.telegram_chat_id)))
     wecom_client: httpx.AsyncClient | None = None
+    wecom_problems: list[str] = []
     if settings.wecom_keys:
         # One client for WeCom, opened here and closed at shutdown (house style §10).
         wecom_client = httpx.AsyncClient(base_url=settings.wecom_api_base + "/", timeout=10)
         wecom = WeComRobotGateway(wecom_client, renderer, settings.wecom_keys, oncall=settings.wecom_oncall_ids)
         gateways.append(wecom)
         card_targets += [ChatTarget("wecom", chat_id) for chat_id in wecom.chat_ids]
+        wecom_problems = await invalid_robots(db, settings)
     if not card_targets:
         card_targets = [CONSOLE_TARGET]
         gateways.append(ConsoleGateway(renderer, console))
@@ -187,9 +190,12 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
     )
     app[FULL_DEPS] = deps
     crypto = settings.wecom_crypto
+    streams: WeComStreams | None = None
     if crypto is not None:
+        streams = WeComStreams(renderer)
         app[wecom_callback.WECOM] = wecom_callback.WeComDeps(
-            crypto=crypto, db=db, approvals=deps.approvals, chat=chat, queries=queries, renderer=renderer, clock=clock
+            crypto=crypto, db=db, approvals=deps.approvals, assistant=deps.assistant, streams=streams, chat=chat,
+            queries=queries, renderer=renderer, clock=clock,
         )
     app[DEPS] = HttpDeps(db=db, incidents=deps.incidents, queries=queries, ingest_token=token, telegram_state=deps.telegram_state,
                            metrics=counters)
@@ -229,7 +235,8 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         )
     if telegram is not None:
         tasks.append(asyncio.create_task(telegram.register_commands(), name="telegram-commands"))
-    app[BANNER] = Banner(token=token, token_generated=generated, card_targets=tuple(card_targets))
+    app[BANNER] = Banner(token=token, token_generated=generated, card_targets=tuple(card_targets),
+                         problems=tuple(wecom_problems))
     log.info("started", telegram=bot is not None, card_chats=[f"{t.channel}:{t.chat_id}" for t in card_targets])
     try:
         yield
@@ -241,6 +248,8 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await decisions.aclose()
+        if streams is not None:
+            await streams.aclose()
         if reviews is not None:
             await reviews.aclose()
         for client in (ai_client, gitops_client, wecom_client):
@@ -257,6 +266,21 @@ class Banner:
     token: str
     token_generated: bool
     card_targets: tuple[ChatTarget, ...]
+    problems: tuple[str, ...] = ()  # configuration errors found by earlier runs, shown until fixed
+
+
+async def invalid_robots(db: Database, settings: Settings) -> list[str]:
+    """Robots whose messages WeCom refused with 93000 (invalid webhook key) in an earlier run: a configuration
+    error that only a send can reveal, so it is shown again at every start until the key is fixed."""
+    async with db.read() as tx:
+        refused = await tx.outbox.failed_chats("wecom", "errcode 93000")
+    problems = []
+    for key in settings.wecom_keys:
+        if robot_id(key) in refused:
+            problems.append(f"ALERTPILOT_WECOM_WEBHOOK_KEYS: WeCom refused robot {mask_key(key)} with errcode 93000 "
+                            "(invalid webhook key); fix or remove it")
+            log.error("wecom_robot_key_invalid", robot=mask_key(key), hint="fix ALERTPILOT_WECOM_WEBHOOK_KEYS")
+    return problems
 
 
 BANNER: web.AppKey[Banner] = web.AppKey("banner", Banner)
@@ -284,6 +308,7 @@ def banner_text(settings: Settings, banner: Banner, base_url: str) -> str:
             f"  decisions      {decisions_text(settings)}",
             f"  executor       {executor_text(settings)}",
             "  try it         alertpilot send-test-alert",
+            *(f"  ⚠ {problem}" for problem in banner.problems),
         ]
     )
 

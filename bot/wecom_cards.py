@@ -64,8 +64,8 @@ def template_card(renderer: Renderer, card: IncidentCard, *, note: str = "", det
     }
 
 
-def card_reply(renderer: Renderer, card: IncidentCard) -> dict[str, Any]:
-    return {"msgtype": "template_card", "template_card": template_card(renderer, card)}
+def card_reply(renderer: Renderer, card: IncidentCard, *, note: str = "") -> dict[str, Any]:
+    return {"msgtype": "template_card", "template_card": template_card(renderer, card, note=note)}
 
 
 def update_reply(renderer: Renderer, card: IncidentCard, *, note: str = "", details: bool = False) -> dict[str, Any]:

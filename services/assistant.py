@@ -7,6 +7,7 @@ channel it goes to; model text is split before rendering and escaped by the chan
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ import structlog
 
 from services.actions import Actor
 from services.ai import AIAdvisor
-from services.chat import ChatService
+from services.chat import ChatService, refusal
 from services.errors import ModelError
 from services.incidents import incident_ref
 from services.knowledge import KnowledgeService, index_text, search_terms
@@ -24,6 +25,8 @@ from services.views import clip, split_text, to_context
 from storage.clock import Clock
 
 log = structlog.get_logger(__name__)
+
+Reply = Callable[[str, dict[str, Any]], Awaitable[None]]  # (template, context): one answer message
 
 ANSWER_CHUNK = 3500  # characters of model text per message (Telegram: 4096 with the header)
 KB_BUDGET_SECONDS = 5.0
@@ -62,27 +65,30 @@ class AssistantService:
 
     # --- /summary INC-12 ------------------------------------------------------------------------
 
-    async def summary(self, actor: Actor, incident_id: int, *, reply_to: str | None) -> None:
+    async def summary(self, actor: Actor, incident_id: int, *, reply_to: str | None, reply: Reply | None = None) -> None:
+        """``reply``: where the answer goes instead of the actor's chat (a WeCom streamed reply)."""
+        say = reply or self._say_to(actor, reply_to)
         ref = incident_ref(incident_id)
         if not self._chat.may_read(actor):
-            await self._chat.refuse_read(actor, ref, reply_to=reply_to)
+            await say("action_result", refusal(ref))
             return
         facts = await self._queries.summary_facts(incident_id)  # raises IncidentNotFound
         text, model, failure = await self._write("summary", facts)
         if text is None:
-            await self._chat.say(actor.target, "summary", {**_summary_view(facts), "ai_failure": failure}, reply_to=reply_to)
+            await say("summary", {**_summary_view(facts), "ai_failure": failure})
             return
-        await self._answer(actor, reply_to, kind="summary", ref=ref, text=text, model=model)
+        await self._answer(say, kind="summary", ref=ref, text=text, model=model)
 
     # --- /ask <question> ------------------------------------------------------------------------
 
-    async def ask(self, actor: Actor, question: str, *, reply_to: str | None) -> None:
+    async def ask(self, actor: Actor, question: str, *, reply_to: str | None, reply: Reply | None = None) -> None:
+        say = reply or self._say_to(actor, reply_to)
         question = question.strip()
         if not question:
-            await self._chat.say(actor.target, "error", {"code": "usage", "command": "ask"}, reply_to=reply_to)
+            await say("error", {"code": "usage", "command": "ask"})
             return
         if not self._chat.may_read(actor):
-            await self._chat.refuse_read(actor, reply_to=reply_to)
+            await say("action_result", refusal(""))
             return
         question = clip(question, 1000)
         open_items, open_total = await self._queries.open_incidents(limit=ASK_INCIDENTS)
@@ -99,8 +105,7 @@ class AssistantService:
         if text is None:
             terms = search_terms(question)
             related = [i for i in open_items if _mentions(terms, f"{i['title']} {i['service']}")]
-            await self._chat.say(
-                actor.target,
+            await say(
                 "ask_answer",
                 {
                     "question": clip(question, 200),
@@ -109,10 +114,9 @@ class AssistantService:
                     "open_total": open_total,
                     "ai_failure": failure,
                 },
-                reply_to=reply_to,
             )
             return
-        await self._answer(actor, reply_to, kind="ask", ref="", text=text, model=model)
+        await self._answer(say, kind="ask", ref="", text=text, model=model)
 
     # --- /kb, /note, /playbooks -------------------------------------------------------------------
 
@@ -164,11 +168,15 @@ class AssistantService:
             return None, None, exc.reason
         return answer.text, answer.model, None
 
-    async def _answer(self, actor: Actor, reply_to: str | None, *, kind: str, ref: str, text: str, model: str | None) -> None:
+    def _say_to(self, actor: Actor, reply_to: str | None) -> Reply:
+        async def say(template: str, context: dict[str, Any]) -> None:
+            await self._chat.say(actor.target, template, context, reply_to=reply_to)
+        return say
+
+    async def _answer(self, say: Reply, *, kind: str, ref: str, text: str, model: str | None) -> None:
         parts = split_text(text, ANSWER_CHUNK)
         for number, part in enumerate(parts, start=1):
-            context = {"kind": kind, "ref": ref, "text": part, "part": number, "parts": len(parts), "model": model}
-            await self._chat.say(actor.target, "answer", context, reply_to=reply_to)
+            await say("answer", {"kind": kind, "ref": ref, "text": part, "part": number, "parts": len(parts), "model": model})
 
 
 def _summary_view(facts: dict[str, Any]) -> dict[str, Any]:

@@ -52,8 +52,7 @@ class ChatService:
         return actor.target in self._notify.card_targets or self._roles.allows(actor.id, Role.VIEWER)
 
     async def refuse_read(self, actor: Actor, ref: str = "", *, reply_to: str | None) -> None:
-        result = ActionResult(Outcome.NOT_ALLOWED, ref, needed_role=Role.VIEWER.name.lower())
-        await self.say(actor.target, "action_result", result_context(result), reply_to=reply_to)
+        await self.say(actor.target, "action_result", refusal(ref), reply_to=reply_to)
 
     async def incidents(self, actor: Actor, *, reply_to: str | None) -> None:
         if not self.may_read(actor):
@@ -178,6 +177,11 @@ def audit_view(execution: dict[str, Any], number: int) -> dict[str, Any]:
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def refusal(ref: str) -> dict[str, Any]:
+    """The answer to someone who may not read incidents here (it needs the viewer role)."""
+    return result_context(ActionResult(Outcome.NOT_ALLOWED, ref, needed_role=Role.VIEWER.name.lower()))
 
 
 def result_context(result: ActionResult) -> dict[str, Any]:

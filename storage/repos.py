@@ -525,6 +525,18 @@ class OutboxRepo:
                 .values(state=OutboxState.COALESCED)
             )
 
+    async def failed_chats(self, channel: str, error_marker: str) -> set[str]:
+        """Chats of ``channel`` where a message failed with ``error_marker`` in its error (a configuration
+        problem found by an earlier run, shown again at start-up)."""
+        rows = await self._s.execute(
+            select(Outbox.chat_id).distinct().where(
+                Outbox.channel == channel,
+                Outbox.state == OutboxState.FAILED,
+                Outbox.last_error.contains(error_marker),  # type: ignore[union-attr]
+            )
+        )
+        return set(rows.scalars())
+
     async def counts(self) -> dict[str, int]:
         rows = await self._s.execute(select(Outbox.state, func.count()).group_by(Outbox.state))
         return {state: int(n) for state, n in rows.all()}

@@ -6,7 +6,8 @@ de-duplicated by ``msgid`` (WeCom repeats callbacks). Anything that does not aut
 and nothing is processed. What arrives:
 - an @mention (``@alertpilot approve INC-12``, with or without "/"): the same grammar as the Telegram
   commands — approve, reject, status (or just ``INC-12``: the incident as a template card with Approve,
-  Reject and Details buttons), incidents, help;
+  Reject and Details buttons), incidents, help, and summary and ask as streamed replies (the first chunk
+  at once, then refreshed by WeCom until finished);
 - a ``template_card_event`` (a button of that card): applied through the same approval service as a
   Telegram button, for ``wecom:<userid>``, and answered within 5 s with ``update_template_card``.
 """
@@ -23,12 +24,14 @@ import structlog
 from aiohttp import web
 
 from bot.chat.wecom_crypto import WeComCrypto, WeComCryptoError
+from bot.chat.wecom_streams import WeComStreams
 from bot.render import Renderer
 from bot.wecom_cards import card_reply, incident_of_task, markdown_reply, update_reply
 from handlers.http.common import error
 from services.actions import ActionResult, Actor, Outcome
 from services.approvals import ApprovalService
-from services.chat import ChatService, result_context
+from services.assistant import AssistantService
+from services.chat import ChatService, refusal, result_context
 from services.errors import IncidentNotFound, InvalidIncidentRef
 from services.ports import ChatTarget
 from services.queries import IncidentQueries, parse_incident_ref
@@ -41,7 +44,7 @@ routes = web.RouteTableDef()
 MAX_SKEW_SECONDS = 300
 ANSWER_WITHIN_SECONDS = 4.0  # WeCom waits 5 s for the answer to a click
 DECISIONS = ("approve", "reject")
-LATER = frozenset({"summary", "ask", "silence", "kb", "note", "run", "audit", "playbooks"})
+LATER = frozenset({"silence", "kb", "note", "run", "audit", "playbooks"})
 NOT_CONFIGURED = "the WeCom callback is not configured (ALERTPILOT_WECOM_BOT_TOKEN, ALERTPILOT_WECOM_BOT_AES_KEY)"
 
 
@@ -50,6 +53,8 @@ class WeComDeps:
     crypto: WeComCrypto
     db: Database
     approvals: ApprovalService
+    assistant: AssistantService
+    streams: WeComStreams
     chat: ChatService
     queries: IncidentQueries
     renderer: Renderer
@@ -135,6 +140,10 @@ async def _answer(deps: WeComDeps, message: dict[str, Any]) -> dict[str, Any] | 
     if message.get("msgtype") == "text":
         text = (message.get("text") or {}).get("content", "") if isinstance(message.get("text"), dict) else ""
         return await _command(deps, actor, str(text))
+    if message.get("msgtype") == "stream":  # WeCom asks for more of a streamed reply
+        stream = message.get("stream") if isinstance(message.get("stream"), dict) else {}
+        stream_id = stream.get("id") if isinstance(stream, dict) else None
+        return deps.streams.reply(stream_id) if isinstance(stream_id, str) and stream_id else None
     event = message.get("event") if isinstance(message.get("event"), dict) else {}
     if isinstance(event, dict) and event.get("eventtype") == "template_card_event":
         click = event.get("template_card_event")
@@ -162,10 +171,13 @@ async def _command(deps: WeComDeps, actor: Actor, text: str) -> dict[str, Any]:
             if not ref:
                 return markdown_reply(deps.renderer, "error", code="usage", command=name)
             incident_id = parse_incident_ref(ref)
-            if name in DECISIONS:
+            if name in DECISIONS:  # answered with the incident's card in its new state, the outcome on top
                 result = await deps.approvals.decide(incident_id=incident_id, actor=actor, approve=name == "approve",
                                                      reason=" ".join(words[2:]))
-                return markdown_reply(deps.renderer, "action_result", **result_context(result))
+                if result.outcome is Outcome.NOT_ALLOWED and not deps.chat.may_read(actor):
+                    return markdown_reply(deps.renderer, "action_result", **result_context(result))
+                note = _plain(deps.renderer.render("wecom/action_result.md.j2", **result_context(result)))
+                return card_reply(deps.renderer, await deps.queries.card(incident_id), note=note)
             if not deps.chat.may_read(actor):
                 return _refused(deps, ref)
             return card_reply(deps.renderer, await deps.queries.card(incident_id))
@@ -176,18 +188,27 @@ async def _command(deps: WeComDeps, actor: Actor, text: str) -> dict[str, Any]:
             return markdown_reply(deps.renderer, "incidents", items=items, total=total)
         if name == "help":
             return markdown_reply(deps.renderer, "help")
+        if name == "summary":
+            if len(words) < 2:
+                return markdown_reply(deps.renderer, "error", code="usage", command="summary")
+            incident_id = parse_incident_ref(words[1])
+            return await deps.streams.start(
+                lambda reply: deps.assistant.summary(actor, incident_id, reply_to=None, reply=reply)
+            )
+        if name == "ask":
+            question = " ".join(words[1:])
+            return await deps.streams.start(lambda reply: deps.assistant.ask(actor, question, reply_to=None, reply=reply))
     except InvalidIncidentRef as exc:
         return markdown_reply(deps.renderer, "error", code="bad_ref", text=exc.text[:64])
     except IncidentNotFound as exc:
         return markdown_reply(deps.renderer, "error", code="not_found", ref=exc.ref)
-    if name in LATER:  # WeCom's streamed (AI) replies are still to come: say so, not "unknown"
+    if name in LATER:  # answered in the Telegram group for now: say so, not "unknown"
         return markdown_reply(deps.renderer, "error", code="telegram_only", command=name)
     return markdown_reply(deps.renderer, "error", code="unknown_command", command=name[:64])
 
 
 def _refused(deps: WeComDeps, ref: str) -> dict[str, Any]:
-    result = ActionResult(Outcome.NOT_ALLOWED, ref, needed_role="viewer")
-    return markdown_reply(deps.renderer, "action_result", **result_context(result))
+    return markdown_reply(deps.renderer, "action_result", **refusal(ref))
 
 
 async def _click(deps: WeComDeps, actor: Actor, key: str, task: str) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ import pytest
 
 from bot.chat.wecom_crypto import WeComCrypto
 from tests.fakes.botapi import FakeBotAPI
+from tests.fakes.openai import FakeOpenAI
 from tests.harness import (
     APPROVER,
     CHAT_ID,
@@ -181,6 +182,22 @@ async def test_mention_shows_the_incident_as_a_card_and_a_click_approves_it(
         await app.stop()
 
 
+async def test_recorded_mention_fixture_approves_inc_12_and_returns_its_card(
+    tmp_path: Path, crypto: WeComCrypto
+) -> None:
+    app = await start(tmp_path)
+    try:
+        await open_incidents(app, 12)
+        recorded = CALLBACKS["mention_text"]  # "@alertpilot approve INC-12" by zhangsan
+        reply = opened(crypto, await post_callback(app, recorded["query"], recorded["body"]))
+        card = reply["template_card"]
+        assert reply["msgtype"] == "template_card" and "INC-12" in card["main_title"]["title"]
+        assert "approved" in card["sub_title_text"] and card["task_id"].startswith("INC-12-")
+        assert (await app.get("/api/incidents/INC-12")).json()["decision"]["decided_by"] == "wecom:zhangsan"
+    finally:
+        await app.stop()
+
+
 async def test_recorded_click_fixture_approves_inc_12(tmp_path: Path, crypto: WeComCrypto) -> None:
     app = await start(tmp_path)
     try:
@@ -201,12 +218,12 @@ async def test_unknown_users_and_commands_get_clear_answers(tmp_path: Path, cryp
         await open_incidents(app, 1)
         refused = opened(crypto, await post_callback(app, *sealed(crypto, mention("@alertpilot approve INC-1",
                                                                                  userid="mallory"))))
-        assert "not allowed" in refused["markdown"]["content"]
+        assert "not allowed" in refused["markdown"]["content"]  # a stranger sees no card either
         unknown = opened(crypto, await post_callback(app, *sealed(crypto, mention("@alertpilot dance"))))
         assert "dance" in unknown["markdown"]["content"]
         bad = opened(crypto, await post_callback(app, *sealed(crypto, mention("@alertpilot status INC-x"))))
         assert "INC-x" in bad["markdown"]["content"]
-        later = opened(crypto, await post_callback(app, *sealed(crypto, mention("@alertpilot summary INC-1"))))
+        later = opened(crypto, await post_callback(app, *sealed(crypto, mention("@alertpilot silence INC-1 1h"))))
         assert "Telegram group for now" in later["markdown"]["content"]
         listing = opened(crypto, await post_callback(app, *sealed(crypto, mention("/incidents"))))
         assert "INC-1" in listing["markdown"]["content"]
@@ -226,7 +243,7 @@ async def test_one_incident_two_channels_two_approvers(tmp_path: Path, bot_api: 
         await eventually(lambda: _signatures(app, 1))
         reply = opened(crypto, await post_callback(app, *sealed(crypto, mention("@alertpilot approve INC-1",
                                                                                userid="lisi"))))
-        assert "approved" in reply["markdown"]["content"]
+        assert "approved" in reply["template_card"]["sub_title_text"]
         body = (await app.get("/api/incidents/INC-1")).json()
         assert body["decision"]["decided_by"] == "wecom:lisi" and body["decision"]["state"] != "pending"
         # Telegram's card learns the outcome too
@@ -243,3 +260,42 @@ async def _tier(app: AppUnderTest, tier: str) -> bool:
 async def _signatures(app: AppUnderTest, count: int) -> bool:
     timeline = (await app.get("/api/incidents/INC-1")).json()["timeline"]
     return sum(1 for e in timeline if e["kind"] == "approval_signed") >= count
+
+
+async def test_summary_without_a_model_comes_whole_in_the_first_stream_reply(
+    tmp_path: Path, crypto: WeComCrypto
+) -> None:
+    app = await start(tmp_path)
+    try:
+        await open_incidents(app, 1)
+        reply = opened(crypto, await post_callback(app, *sealed(crypto, mention("@alertpilot summary INC-1"))))
+        assert reply["msgtype"] == "stream" and reply["stream"]["finish"] is True
+        assert "Summary of INC-1" in reply["stream"]["content"] and "built from the data" in reply["stream"]["content"]
+        missing = opened(crypto, await post_callback(app, *sealed(crypto, mention("@alertpilot summary INC-99"))))
+        assert "INC-99" in missing["stream"]["content"] and missing["stream"]["finish"] is True
+    finally:
+        await app.stop()
+
+
+async def test_ask_streams_a_slow_model_answer_until_finished(
+    tmp_path: Path, crypto: WeComCrypto, model: FakeOpenAI
+) -> None:
+    model.reply_slow(1.5, "Nothing is firing; the last incident was a disk alert.")
+    app = await start(tmp_path, ai_base_url=model.base_url, ai_model="fake-model", decision_sla_seconds=10)
+    try:
+        first = opened(crypto, await post_callback(app, *sealed(crypto, mention("@alertpilot ask what is going on?"))))
+        stream_id = first["stream"]["id"]
+        assert first["msgtype"] == "stream" and first["stream"]["finish"] is False
+        assert "Working on it" in first["stream"]["content"]  # the first chunk comes at once
+
+        async def refreshed() -> dict[str, Any] | None:
+            refresh = {**CALLBACKS["mention_text"]["plaintext"], "msgid": secrets.token_hex(8), "msgtype": "stream",
+                       "stream": {"id": stream_id}}
+            refresh.pop("text", None)
+            reply = opened(crypto, await post_callback(app, *sealed(crypto, refresh)))
+            return reply if reply["stream"]["finish"] else None
+
+        final = await eventually(refreshed, interval=0.3)
+        assert final["stream"]["id"] == stream_id and "disk alert" in final["stream"]["content"]
+    finally:
+        await app.stop()

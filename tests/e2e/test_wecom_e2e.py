@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot.app import BANNER, banner_text
 from bot.chat.wecom import robot_id
 from bot.render import html_to_text
 from tests.fakes.botapi import FakeBotAPI
 from tests.fakes.wecom import FakeWeCom
-from tests.harness import APPROVER, CHAT_ID, app_settings, eventually, fixture, start_app
+from tests.harness import APPROVER, CHAT_ID, AppUnderTest, app_settings, eventually, fixture, start_app
 
 KEYS = ("robot-key-0001", "robot-key-0002")
 
@@ -66,3 +67,29 @@ async def test_wecom_only_deployment_posts_cards_without_telegram(tmp_path: Path
             assert "INC-1" in card.content and "DiskFull" in card.content
         finally:
             await app.stop()
+
+
+async def test_invalid_robot_key_is_shown_as_a_configuration_error_at_the_next_start(tmp_path: Path) -> None:
+    async with FakeWeCom(keys=KEYS[:1]) as wecom:
+        settings = app_settings(tmp_path, wecom_webhook_keys="unknown-robot-key", wecom_api_base=wecom.base_url)
+        app = await start_app(settings)
+        try:
+            await app.post_alerts(fixture("01-firing-one-alert.json"))
+            await eventually(lambda: [s for s in wecom.sends if s.errcode == 93000] or None)
+            stats = await eventually(lambda: _failed(app))
+            assert stats["outbox"]["failed"] >= 1
+            assert app.runner.app[BANNER].problems == ()  # nothing known at the first start
+        finally:
+            await app.stop()
+        again = await start_app(settings)
+        try:
+            [problem] = again.runner.app[BANNER].problems
+            assert "93000" in problem and "ALERTPILOT_WECOM_WEBHOOK_KEYS" in problem and "unknown-robot-key" not in problem
+            assert problem in banner_text(settings, again.runner.app[BANNER], again.base_url)
+        finally:
+            await again.stop()
+
+
+async def _failed(app: AppUnderTest) -> dict | None:
+    stats = (await app.get("/api/stats")).json()
+    return stats if stats["outbox"].get("failed") else None
