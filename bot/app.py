@@ -300,7 +300,8 @@ def banner_text(settings: Settings, banner: Banner, base_url: str) -> str:
     return "\n".join(
         [
             "alertpilot is running",
-            f"  listening on   {base_url}  (POST /webhooks/alertmanager · GET /api/incidents · GET /healthz)",
+            f"  listening on   {base_url}  (POST /webhooks/alertmanager · GET /api/incidents · GET /healthz"
+            f"{' · POST /wecom/callback' if settings.wecom_crypto is not None else ''})",
             f"  database       {settings.database_url_display}",
             f"  ingest token   {banner.token}  ({origin})",
             f"  telegram       {telegram}",

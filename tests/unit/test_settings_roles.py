@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.app import serve
+from bot.app import Banner, banner_text, serve
 from bot.settings import OFFICIAL_TELEGRAM_API, SettingsError, load_settings
 from services.roles import Role, RoleMap, parse_roles
 
@@ -305,3 +305,15 @@ async def test_serve_refuses_a_kubectl_it_cannot_find(
     )
     assert await serve(settings) == 2
     assert "ALERTPILOT_KUBECTL" in capsys.readouterr().err
+
+
+def test_banner_names_the_wecom_callback_and_robots_when_configured() -> None:
+    settings = load_settings(
+        _env_file=None, wecom_webhook_keys="robot-key-0001", wecom_bot_token="QDG6eK",
+        wecom_bot_aes_key="jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", executor="kubectl",
+    )
+    text = banner_text(settings, Banner(token="t", token_generated=False, card_targets=()), "http://127.0.0.1:8080")
+    assert "POST /wecom/callback" in text and "1 group robot(s) robo…01" in text
+    assert "robot-key-0001" not in text and "kubectl with the default kubeconfig" in text
+    plain = banner_text(load_settings(_env_file=None), Banner(token="t", token_generated=False, card_targets=()), "u")
+    assert "/wecom/callback" not in plain and "dry run" in plain
