@@ -16,6 +16,8 @@ TELEGRAM_TEXT_LIMIT = 4096
 WECOM_MARKDOWN_LIMIT = 4096  # bytes (UTF-8) of a WeCom robot markdown message
 WECOM_TEXT_LIMIT = 2048  # bytes of a text message
 _TAG = re.compile(r"<[^>]+>")
+_MARKDOWN_MARKUP = re.compile(r"</?font[^>]*>|\*\*|`")
+_MENTION = re.compile(r"<@([^>]+)>")
 # WeCom markdown has no escape character: a dynamic value's markup characters become look-alikes, so a
 # label or model text can neither format the message nor @mention anyone (<@userid>) nor add links.
 _MARKDOWN_LOOKALIKES = str.maketrans({
@@ -39,6 +41,19 @@ def telegram_visible_length(markup: str) -> int:
 
 def html_to_text(markup: str) -> str:
     return html.unescape(_TAG.sub("", markup))
+
+
+def markdown_to_text(markdown: str) -> str:
+    """WeCom markdown as plain text: markup removed, mentions kept as @userid."""
+    return _MENTION.sub(r"@\1", _MARKDOWN_MARKUP.sub("", markdown))
+
+
+def clip_bytes(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (never inside a character), ending in "…" when cut."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode("utf-8", errors="ignore").rstrip() + "…"
 
 
 class Renderer:

@@ -114,23 +114,13 @@ class Settings(BaseSettings):
     @field_validator("wecom_webhook_keys")
     @classmethod
     def _valid_wecom_keys(cls, value: str) -> str:
-        keys = [k.strip() for k in value.split(",") if k.strip()]
-        for key in keys:
-            if key.startswith(("http://", "https://")) or not re.fullmatch(r"[A-Za-z0-9-]{8,128}", key):
-                raise ValueError("give the robots' webhook keys (the key=… part of the webhook URL), comma-separated")
-        return ",".join(keys)
+        return checked_csv(value, r"[A-Za-z0-9-]{8,128}",
+                           "not a webhook key: {item} (give the key=… part of each robot's webhook URL, comma-separated)")
 
     @field_validator("wecom_oncall")
     @classmethod
     def _valid_oncall(cls, value: str) -> str:
         return checked_csv(value, r"[A-Za-z0-9_.@-]{1,64}", "not a WeCom userid: {item} (comma-separated userids, or @all)")
-
-    @field_validator("wecom_api_base")
-    @classmethod
-    def _wecom_base(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http(s) URL such as https://qyapi.weixin.qq.com")
-        return value.rstrip("/")
 
     @field_validator("failure_notify")
     @classmethod
@@ -172,7 +162,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
 
-    @field_validator("telegram_api_base")
+    @field_validator("telegram_api_base", "wecom_api_base")
     @classmethod
     def _http_base(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):

@@ -11,7 +11,8 @@ import re
 import secrets
 from typing import Any
 
-from bot.render import Renderer
+from bot.render import Renderer, markdown_to_text
+from services.knowledge import flat_clip as clip
 from services.ports import CardAction, IncidentCard, card_version
 
 TITLE_MAX = 36
@@ -21,11 +22,6 @@ KEYNAME_MAX = 10
 VALUE_MAX = 30
 _TASK = re.compile(r"^INC-(\d{1,12})(?:-|$)")
 BUTTON_STYLES = {"approve": 1, "reject": 2, "details": 3}
-
-
-def clip(text: str, limit: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def task_id(card: IncidentCard) -> str:
@@ -52,16 +48,21 @@ def template_card(renderer: Renderer, card: IncidentCard, *, note: str = "", det
     return {
         "card_type": "button_interaction",
         "source": {"desc": "alertpilot"},
-        "main_title": {"title": clip(s.card_title(card), TITLE_MAX), "desc": clip(s.card_desc(card), DESC_MAX)},
+        "main_title": {"title": clip(str(s.card_title(card)), TITLE_MAX), "desc": clip(str(s.card_desc(card)), DESC_MAX)},
         "sub_title_text": clip(text, TEXT_MAX),
         "horizontal_content_list": [
-            {"keyname": clip(s.keynames[k], KEYNAME_MAX), "value": clip(str(values[k]), VALUE_MAX)} for k in keys
+            {"keyname": clip(str(s.keynames[k]), KEYNAME_MAX), "value": clip(str(values[k]), VALUE_MAX)} for k in keys
         ],
         "task_id": task_id(card),
         "button_list": [
             {"text": s.buttons[a], "style": BUTTON_STYLES[a], "key": a} for a in actions
         ],
     }
+
+
+def outcome_note(renderer: Renderer, result: dict[str, Any]) -> str:
+    """A decision's outcome (``result_context``) as the card's one-line note."""
+    return markdown_to_text(renderer.render("wecom/action_result.md.j2", **result))
 
 
 def card_reply(renderer: Renderer, card: IncidentCard, *, note: str = "") -> dict[str, Any]:

@@ -14,14 +14,14 @@ from services.notify import Notifier
 from services.ports import ChatTarget
 from services.queries import IncidentQueries
 from services.roles import Role, RoleMap
-from services.views import clip, to_context
+from services.views import clip, last_line, to_context
+from storage.clock import Clock
+from storage.db import Database
 
 AUDIT_EXECUTIONS = 3  # one message each, the newest
 AUDIT_ATTEMPTS = 8  # per execution, the last ones
 AUDIT_ARGV = 180
 AUDIT_OUTPUT = 120
-from storage.clock import Clock
-from storage.db import Database
 
 
 class ChatService:
@@ -167,16 +167,11 @@ def audit_view(execution: dict[str, Any], number: int) -> dict[str, Any]:
                 "result": a["result"],
                 "reason": a["reason"],
                 "argv": clip(shlex.join(a["argv"]), AUDIT_ARGV),
-                "output": clip(_last_line(a["stderr"]) or _last_line(a["stdout"]), AUDIT_OUTPUT),
+                "output": clip(last_line(a["stderr"], a["stdout"]), AUDIT_OUTPUT),
             }
             for a in attempts[-AUDIT_ATTEMPTS:]
         ],
     }
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[-1] if lines else ""
 
 
 def refusal(ref: str) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from services.analysis import AUTO_DECISION
 from services.executors import Failure, FailureKind, classify
 from services.failures import FailureNotifier
 from services.incidents import IncidentService, incident_ref
@@ -45,7 +46,8 @@ from services.notify import Notifier, Wakeup
 from services.policy import RemediationPolicy
 from services.ports import CommandResult, Executor
 from services.safety import RemediationSpec, Tier
-from services.views import clip
+from services.views import clip, command_list
+from services.views import last_line as views_last_line
 from storage.clock import Clock
 from storage.db import Database
 from storage.tables import Execution, ExecutionAttempt, ExecutionState, IncidentStatus, ProposalState
@@ -56,7 +58,6 @@ CONCURRENCY = 4
 OUTPUT_IN_CHAT = 600  # characters of a command's output threaded under the card
 COMMANDS_IN_CHAT = 5  # a playbook may have 20 steps: the thread lists the first ones (the audit has all)
 COMMAND_IN_CHAT = 200
-AUTO_ACTOR = "alertpilot"
 ROLLOUT_VERBS = frozenset({"rollout restart", "rollout undo", "set image", "set env", "set resources", "patch"})
 WORKLOAD_KINDS = frozenset({"deployment", "statefulset", "daemonset"})
 _REVISION_ROW = re.compile(r"^\s*(\d+)\s")
@@ -123,12 +124,8 @@ def verify_targets(spec: RemediationSpec) -> list[str]:
 
 
 def last_line(result: CommandResult) -> str:
-    """The line that says what went wrong: the last non-empty line of stderr (or stdout, or the error)."""
-    for text in (result.error or "", result.stderr, result.stdout):
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if lines:
-            return clip(lines[-1], 300)
-    return f"exit code {result.exit_code}"
+    """The line that says what went wrong: the last non-empty line of the error, stderr or stdout."""
+    return clip(views_last_line(result.error, result.stderr, result.stdout), 300) or f"exit code {result.exit_code}"
 
 
 class ExecutionService:
@@ -292,7 +289,7 @@ class ExecutionService:
                 return None
             signatures = await tx.approvals.of_proposal(proposal_id)
             approvers = [s.name or s.actor for s in signatures] or [proposal.decided_by_name or proposal.decided_by or "?"]
-            auto = proposal.decided_by == AUTO_ACTOR
+            auto = proposal.decided_by == AUTO_DECISION["decided_by"]  # approved by the policy itself
             commands = [proposal.command, *(proposal.steps or [])]
             execution = await tx.executions.add(
                 Execution(
@@ -498,11 +495,8 @@ class ExecutionService:
 
 
 def commands_context(commands: list[str]) -> dict[str, object]:
-    """The commands a message lists, bounded (a message must stay within the chat's limit)."""
-    return {
-        "commands": [clip(c, COMMAND_IN_CHAT) for c in commands[:COMMANDS_IN_CHAT]],
-        "more_commands": max(0, len(commands) - COMMANDS_IN_CHAT),
-    }
+    """The commands a thread message lists (the audit has them all)."""
+    return command_list(commands, shown=COMMANDS_IN_CHAT, limit=COMMAND_IN_CHAT)
 
 
 def _ns(spec: RemediationSpec) -> tuple[str, ...]:

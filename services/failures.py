@@ -25,7 +25,7 @@ from services.errors import ModelError
 from services.incidents import incident_ref
 from services.notify import Notifier
 from services.ports import ChatTarget
-from services.views import clip
+from services.views import clip, command_list
 from storage.clock import Clock
 from storage.db import Database
 
@@ -153,8 +153,7 @@ class FailureNotifier:
         return {
             **{k: clip(str(v), 120) for k, v in fields.items()},
             "title": clip(self._title.format_map(fields), 200),
-            "commands": [clip(c, 200) for c in execution.commands[:COMMANDS_SHOWN]],
-            "more_commands": max(0, len(execution.commands) - COMMANDS_SHOWN),
+            **command_list(execution.commands, shown=COMMANDS_SHOWN),
             "approvers": [clip(a, 60) for a in execution.approvers[:3]],
             "auto": execution.auto,
             "attempts": execution.attempts,

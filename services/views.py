@@ -66,6 +66,21 @@ def clip(text: str | None, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def last_line(*texts: str | None) -> str:
+    """The line that says what happened: the last non-empty line of the first text that has one ("" if none)."""
+    for text in texts:
+        lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return ""
+
+
+def command_list(commands: Sequence[str], *, shown: int, limit: int = 200) -> dict[str, Any]:
+    """The commands a message lists, bounded (a playbook may have 20 steps; a message must stay within the
+    chat's limit): the first ``shown``, each clipped, and how many more there are."""
+    return {"commands": [clip(c, limit) for c in commands[:shown]], "more_commands": max(0, len(commands) - shown)}
+
+
 def priority_of(severity: str) -> str:
     return PRIORITIES.get(severity.lower(), "P3")
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 import uuid
 from typing import Any
 
 import httpx
 import structlog
 
-from bot.render import WECOM_MARKDOWN_LIMIT, WECOM_TEXT_LIMIT, Renderer
+from bot.render import WECOM_MARKDOWN_LIMIT, WECOM_TEXT_LIMIT, Renderer, clip_bytes, markdown_to_text
 from services.errors import PermanentDeliveryError, RateLimited, TransientDeliveryError
 from services.ports import IncidentCard, ProposalView, card_version
 
@@ -36,8 +35,6 @@ INVALID_KEY = 93000
 BAD_PARAMETER = 40058
 RATE_LIMIT_BACKOFF_SECONDS = 60.0
 SHRINK_STEPS = (400, 200, 120, 60, 30)  # longest string kept per field, tried in turn until a message fits
-_MARKUP = re.compile(r"</?font[^>]*>|\*\*|`")
-_MENTION = re.compile(r"<@([^>]+)>")
 
 
 def mask_key(key: str) -> str:
@@ -67,11 +64,6 @@ def shrink(value: Any, limit: int) -> Any:
         return dataclasses.replace(value, **{f.name: shrink(getattr(value, f.name), limit)
                                              for f in dataclasses.fields(value) if f.init})
     return value
-
-
-def plain_text(markdown: str) -> str:
-    """The markdown as a text message: markup removed, mentions kept as @userid."""
-    return _MENTION.sub(r"@\1", _MARKUP.sub("", markdown))
 
 
 class WeComRobotGateway:
@@ -124,7 +116,7 @@ class WeComRobotGateway:
         answer = await self._send(key, {"msgtype": "markdown", "markdown": {"content": content}})
         if answer.get("errcode") == BAD_PARAMETER:
             log.warning("wecom_markdown_refused_sending_text", robot=mask_key(key), errmsg=answer.get("errmsg"))
-            text = _clip_bytes(plain_text(content), WECOM_TEXT_LIMIT)
+            text = clip_bytes(markdown_to_text(content), WECOM_TEXT_LIMIT)
             answer = await self._send(key, {"msgtype": "text", "text": {"content": text, "mentioned_list": list(mentions)}})
         self._check(key, answer)
         return f"wecom-{uuid.uuid4().hex[:12]}"  # robots return no message id
@@ -169,10 +161,3 @@ def _shrink_view(view: Any, limit: int) -> Any:
                                                                               command=shrink(proposal.command, 2 * limit)))
         return shrunk
     return shrink(view, limit)
-
-
-def _clip_bytes(text: str, limit: int) -> str:
-    data = text.encode("utf-8")
-    if len(data) <= limit:
-        return text
-    return data[: limit - 3].decode("utf-8", errors="ignore").rstrip() + "…"

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from bot.render import Renderer
+from bot.render import Renderer, clip_bytes
 from services.errors import IncidentNotFound
 
 log = structlog.get_logger(__name__)
@@ -63,8 +63,7 @@ class WeComStreams:
             content, done = "\n\n".join(stream.parts), stream.done
         else:
             content, done = self._render.render("wecom/stream.md.j2", state="working"), stream.done
-        if len(content.encode()) > STREAM_MAX_BYTES:
-            content = content.encode()[:STREAM_MAX_BYTES].decode(errors="ignore") + "…"
+        content = clip_bytes(content, STREAM_MAX_BYTES)
         return {"msgtype": "stream", "stream": {"id": stream_id, "finish": done, "content": content}}
 
     async def _run(self, stream: _Stream, work: Callable[[Reply], Awaitable[None]]) -> None:

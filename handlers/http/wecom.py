@@ -26,7 +26,7 @@ from aiohttp import web
 from bot.chat.wecom_crypto import WeComCrypto, WeComCryptoError
 from bot.chat.wecom_streams import WeComStreams
 from bot.render import Renderer
-from bot.wecom_cards import card_reply, incident_of_task, markdown_reply, update_reply
+from bot.wecom_cards import card_reply, incident_of_task, markdown_reply, outcome_note, update_reply
 from handlers.http.common import error
 from services.actions import ActionResult, Actor, Outcome
 from services.approvals import ApprovalService
@@ -176,7 +176,7 @@ async def _command(deps: WeComDeps, actor: Actor, text: str) -> dict[str, Any]:
                                                      reason=" ".join(words[2:]))
                 if result.outcome is Outcome.NOT_ALLOWED and not deps.chat.may_read(actor):
                     return markdown_reply(deps.renderer, "action_result", **result_context(result))
-                note = _plain(deps.renderer.render("wecom/action_result.md.j2", **result_context(result)))
+                note = outcome_note(deps.renderer, result_context(result))
                 return card_reply(deps.renderer, await deps.queries.card(incident_id), note=note)
             if not deps.chat.may_read(actor):
                 return _refused(deps, ref)
@@ -227,8 +227,8 @@ async def _click(deps: WeComDeps, actor: Actor, key: str, task: str) -> dict[str
             except TimeoutError:  # the database is busy: say it arrived; it still applies
                 context = {**result_context(ActionResult(Outcome.NO_PROPOSAL, "")), "outcome": "working",
                            "ref": f"INC-{incident_id}"}
-            note = deps.renderer.render("wecom/action_result.md.j2", **context)
-            return update_reply(deps.renderer, await deps.queries.card(incident_id), note=_plain(note))
+            note = outcome_note(deps.renderer, context)
+            return update_reply(deps.renderer, await deps.queries.card(incident_id), note=note)
         return update_reply(deps.renderer, await deps.queries.card(incident_id), details=key == "details")
     except IncidentNotFound:
         return None
@@ -237,7 +237,3 @@ async def _click(deps: WeComDeps, actor: Actor, key: str, task: str) -> dict[str
 def _log_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("wecom_click_failed", error=repr(task.exception()))
-
-
-def _plain(markdown: str) -> str:
-    return markdown.replace("**", "").replace("`", "")

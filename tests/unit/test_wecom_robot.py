@@ -12,8 +12,8 @@ import httpx
 import pytest
 import structlog
 
-from bot.chat.wecom import WeComRobotGateway, mask_key, plain_text, robot_id, shrink
-from bot.render import WECOM_MARKDOWN_LIMIT, WECOM_TEXT_LIMIT, Renderer
+from bot.chat.wecom import WeComRobotGateway, mask_key, robot_id, shrink
+from bot.render import WECOM_MARKDOWN_LIMIT, WECOM_TEXT_LIMIT, Renderer, clip_bytes, markdown_to_text
 from services.errors import PermanentDeliveryError, RateLimited, TransientDeliveryError
 from services.ports import CardAction, IncidentCard, ProposalView
 from tests.fakes.wecom import FakeWeCom
@@ -163,7 +163,8 @@ async def test_wecom_cjk_card_is_shrunk_to_fit_the_byte_limit(gateway: WeComRobo
 
 def test_shrink_and_plain_text() -> None:
     assert shrink({"a": "x" * 10, "b": ["y" * 10, 3], "c": None}, 5) == {"a": "xxxx…", "b": ["yyyy…", 3], "c": None}
-    assert plain_text('**INC-1** <font color="warning">down</font> `kubectl get` <@zhangsan>') == (
+    assert markdown_to_text('**INC-1** <font color="warning">down</font> `kubectl get` <@zhangsan>') == (
         "INC-1 down kubectl get @zhangsan"
     )
     assert mask_key("0123456789abcdef") == "0123…ef" and mask_key("short") == "…"
+    assert clip_bytes("磁盘" * 10, 10) == "磁盘…" and clip_bytes("short", 10) == "short"
