@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.schema import CreateIndex
 from sqlmodel import SQLModel
 
 from storage import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -50,6 +51,7 @@ class Database:
         async with self.engine.begin() as conn:
             await conn.run_sync(SQLModel.metadata.create_all)
             await conn.run_sync(_add_missing_columns)
+            await conn.run_sync(_add_missing_indexes)
             for statement in SQLITE_FTS if self.is_sqlite else POSTGRES_FTS:
                 await conn.execute(text(statement))
 
@@ -113,6 +115,14 @@ def _add_missing_columns(conn: Connection) -> None:
         # the same foreign keys a fresh database has (a NULL default is allowed to reference on SQLite)
         refs = "".join(f' REFERENCES "{fk.column.table.name}" ("{fk.column.name}")' for fk in column.foreign_keys)
         conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN {if_absent}"{column.name}" {kind}{refs}'))
+
+
+def _add_missing_indexes(conn: Connection) -> None:
+    """Indexes that later releases declared on tables an earlier release created (create_all skips tables
+    that exist, indexes included). IF NOT EXISTS: another replica may be creating the same one."""
+    for table in SQLModel.metadata.sorted_tables:
+        for index in table.indexes:
+            conn.execute(CreateIndex(index, if_not_exists=True))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

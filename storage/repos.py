@@ -12,6 +12,7 @@ from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.reports import ReportRepo
 from storage.tables import (
     Alert,
     AlertStatus,
@@ -24,13 +25,17 @@ from storage.tables import (
     IncidentStatus,
     KeyValue,
     KnowledgeEntry,
+    Lease,
     MessageRef,
     Outbox,
     OutboxKind,
     OutboxState,
     Playbook,
+    Postmortem,
+    PostmortemState,
     Proposal,
     ProposalState,
+    Silence,
     TimelineEvent,
 )
 
@@ -157,6 +162,44 @@ class IncidentRepo:
     async def count_by_status(self) -> dict[str, int]:
         rows = await self._s.execute(select(Incident.status, func.count()).group_by(Incident.status))
         return {status: int(n) for status, n in rows.all()}
+
+    async def mute(self, incident_id: int, silence_id: int) -> bool:
+        """Silence a firing incident (no card, no reminders while it lasts); False when it was not firing or
+        already muted."""
+        result = await self._s.execute(
+            update(Incident)
+            .where(Incident.id == incident_id, Incident.status == IncidentStatus.FIRING,
+                   or_(Incident.muted.is_(None), Incident.muted.is_(False)))  # type: ignore[union-attr]
+            .values(muted=True, silence_id=silence_id)
+        )
+        return result.rowcount == 1
+
+    async def muted_by(self, silence_id: int) -> list[Incident]:
+        rows = await self._s.execute(
+            select(Incident).where(Incident.silence_id == silence_id, Incident.muted.is_(True)).order_by(Incident.id)  # type: ignore[union-attr]
+        )
+        return list(rows.scalars())
+
+    async def unmute(self, incident_id: int) -> bool:
+        result = await self._s.execute(
+            update(Incident).where(Incident.id == incident_id, Incident.muted.is_(True)).values(muted=False)  # type: ignore[union-attr]
+        )
+        return result.rowcount == 1
+
+    async def muted_of(self, incident_ids: Iterable[int]) -> set[int]:
+        ids = list(incident_ids)
+        if not ids:
+            return set()
+        rows = await self._s.execute(
+            select(Incident.id).where(Incident.id.in_(ids), Incident.muted.is_(True))  # type: ignore[union-attr]
+        )
+        return set(rows.scalars())
+
+    async def firing(self, limit: int = 500) -> list[Incident]:
+        rows = await self._s.execute(
+            select(Incident).where(Incident.status == IncidentStatus.FIRING).order_by(Incident.id).limit(limit)  # type: ignore[arg-type]
+        )
+        return list(rows.scalars())
 
 
 class AlertRepo:
@@ -331,6 +374,40 @@ class ProposalRepo:
             .limit(1)
         )
         return rows.scalar_one_or_none()
+
+    async def awaiting_reminder(self, cutoff: datetime, *, reminded_before: datetime | None = None,
+                                limit: int = 100) -> list[Proposal]:
+        """Current pending proposals of firing, unmuted incidents: created before ``cutoff`` and not reminded
+        yet; or, with ``reminded_before``, reminded before then and not escalated yet."""
+        if reminded_before is None:
+            step = Proposal.reminded_at.is_(None)  # type: ignore[union-attr]
+        else:
+            step = and_(Proposal.reminded_at < reminded_before, Proposal.escalated_at.is_(None))  # type: ignore[operator,union-attr]
+        rows = await self._s.execute(
+            select(Proposal)
+            .join(Incident, Incident.id == Proposal.incident_id)
+            .where(
+                Proposal.state == ProposalState.PENDING,
+                Proposal.is_current.is_(True),  # type: ignore[attr-defined]
+                Proposal.created_at < cutoff,  # type: ignore[operator]
+                step,
+                Incident.status == IncidentStatus.FIRING,
+                or_(Incident.muted.is_(None), Incident.muted.is_(False)),  # type: ignore[union-attr]
+            )
+            .order_by(Proposal.id)  # type: ignore[arg-type]
+            .limit(limit)
+        )
+        return list(rows.scalars())
+
+    async def mark_reminded(self, proposal_id: int, at: datetime, *, escalated: bool = False) -> bool:
+        """Remind (or escalate) once: compare-and-set on the column, while the proposal is still pending."""
+        column = Proposal.escalated_at if escalated else Proposal.reminded_at
+        result = await self._s.execute(
+            update(Proposal)
+            .where(Proposal.id == proposal_id, Proposal.state == ProposalState.PENDING, column.is_(None))  # type: ignore[union-attr]
+            .values({column.key: at})  # type: ignore[union-attr]
+        )
+        return result.rowcount == 1
 
     async def expire_pending(self, incident_id: int) -> bool:
         result = await self._s.execute(
@@ -800,6 +877,154 @@ class ExecutionRepo:
         return found
 
 
+class LeaseRepo:
+    """Database leases for scheduled work: one holder at a time, taken over once expired, done for good."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def acquire(self, name: str, owner: str, now: datetime, until: datetime) -> bool:
+        """Hold ``name`` until ``until``: True when it was free (new, expired, or already ours) and not done."""
+        found = (await self._s.execute(select(Lease.owner).where(Lease.name == name))).first()
+        if found is None:
+            try:
+                async with self._s.begin_nested():
+                    self._s.add(Lease(name=name, owner=owner, acquired_at=now, expires_at=until))
+            except IntegrityError:
+                return False  # another replica inserted it first
+            return True
+        result = await self._s.execute(
+            update(Lease)
+            .where(Lease.name == name, Lease.done_at.is_(None), or_(Lease.expires_at <= now, Lease.owner == owner))  # type: ignore[union-attr,operator]
+            .values(owner=owner, acquired_at=now, expires_at=until)
+        )
+        return result.rowcount == 1
+
+    async def complete(self, name: str, owner: str, now: datetime) -> bool:
+        """Mark the occurrence done, if it is still ours (False: it expired and someone else took it)."""
+        result = await self._s.execute(
+            update(Lease).where(Lease.name == name, Lease.owner == owner, Lease.done_at.is_(None)).values(done_at=now)  # type: ignore[union-attr]
+        )
+        return result.rowcount == 1
+
+    async def release(self, name: str, owner: str, now: datetime) -> None:
+        """Let anyone take it at once (the holder finished a periodic turn, or gave up)."""
+        await self._s.execute(
+            update(Lease).where(Lease.name == name, Lease.owner == owner, Lease.done_at.is_(None)).values(expires_at=now)  # type: ignore[union-attr]
+        )
+
+    async def get(self, name: str) -> Lease | None:
+        return (await self._s.execute(select(Lease).where(Lease.name == name))).scalar_one_or_none()
+
+
+class SilenceRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def add(self, silence: Silence) -> Silence:
+        self._s.add(silence)
+        await self._s.flush()
+        return silence
+
+    async def get(self, silence_id: int) -> Silence | None:
+        return await self._s.get(Silence, silence_id)
+
+    async def active(self, now: datetime, limit: int = 200) -> list[Silence]:
+        rows = await self._s.execute(
+            select(Silence)
+            .where(Silence.removed_at.is_(None), Silence.ends_at > now)  # type: ignore[union-attr,operator]
+            .order_by(Silence.ends_at, Silence.id)  # type: ignore[arg-type]
+            .limit(limit)
+        )
+        return list(rows.scalars())
+
+    async def ended_unnoted(self, now: datetime, limit: int = 100) -> list[Silence]:
+        """Silences whose time is up and whose end has not been announced."""
+        rows = await self._s.execute(
+            select(Silence)
+            .where(Silence.ends_at <= now, Silence.expired_noted_at.is_(None))  # type: ignore[union-attr,operator]
+            .order_by(Silence.id)  # type: ignore[arg-type]
+            .limit(limit)
+        )
+        return list(rows.scalars())
+
+    async def note_ended(self, silence_id: int, at: datetime) -> bool:
+        result = await self._s.execute(
+            update(Silence).where(Silence.id == silence_id, Silence.expired_noted_at.is_(None)).values(expired_noted_at=at)  # type: ignore[union-attr]
+        )
+        return result.rowcount == 1
+
+    async def remove(self, silence_id: int, by: str, at: datetime) -> bool:
+        """End an active silence now (/unsilence); its end is announced by the caller, not the expiry job."""
+        result = await self._s.execute(
+            update(Silence)
+            .where(Silence.id == silence_id, Silence.removed_at.is_(None), Silence.ends_at > at)  # type: ignore[union-attr,operator]
+            .values(removed_at=at, removed_by=by, ends_at=at, expired_noted_at=at)
+        )
+        return result.rowcount == 1
+
+    async def suppressed(self, silence_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """Per silence: (incidents, alerts) it kept from the chat."""
+        if not silence_ids:
+            return {}
+        rows = await self._s.execute(
+            select(Incident.silence_id, func.count(func.distinct(Incident.id)), func.count(Alert.id))
+            .select_from(Incident)
+            .outerjoin(Alert, Alert.incident_id == Incident.id)
+            .where(Incident.silence_id.in_(list(silence_ids)))  # type: ignore[union-attr]
+            .group_by(Incident.silence_id)
+        )
+        return {int(sid): (int(incidents), int(alerts)) for sid, incidents, alerts in rows.all()}
+
+
+class PostmortemRepo:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def add_due(self, incident_id: int, now: datetime) -> bool:
+        """Queue the incident's postmortem (once: unique per incident)."""
+        exists = await self._s.execute(select(Postmortem.id).where(Postmortem.incident_id == incident_id))
+        if exists.first() is not None:
+            return False
+        try:
+            async with self._s.begin_nested():
+                self._s.add(Postmortem(incident_id=incident_id, created_at=now))
+        except IntegrityError:
+            return False
+        return True
+
+    async def due(self, stale_before: datetime, limit: int = 10) -> list[Postmortem]:
+        claimable = or_(Postmortem.claimed_at.is_(None), Postmortem.claimed_at < stale_before)  # type: ignore[union-attr,operator]
+        rows = await self._s.execute(
+            select(Postmortem).where(Postmortem.state == PostmortemState.DUE, claimable).order_by(Postmortem.id).limit(limit)  # type: ignore[arg-type]
+        )
+        return list(rows.scalars())
+
+    async def claim(self, postmortem_id: int, owner: str, now: datetime, stale_before: datetime) -> bool:
+        result = await self._s.execute(
+            update(Postmortem)
+            .where(
+                Postmortem.id == postmortem_id,
+                Postmortem.state == PostmortemState.DUE,
+                or_(Postmortem.claimed_at.is_(None), Postmortem.claimed_at < stale_before),  # type: ignore[union-attr,operator]
+            )
+            .values(claimed_by=owner, claimed_at=now)
+        )
+        return result.rowcount == 1
+
+    async def finish(self, postmortem_id: int, owner: str, now: datetime, model: str | None) -> bool:
+        result = await self._s.execute(
+            update(Postmortem)
+            .where(Postmortem.id == postmortem_id, Postmortem.claimed_by == owner, Postmortem.state == PostmortemState.DUE)
+            .values(state=PostmortemState.SENT, sent_at=now, model=model)
+        )
+        return result.rowcount == 1
+
+    async def of_incident(self, incident_id: int) -> Postmortem | None:
+        rows = await self._s.execute(select(Postmortem).where(Postmortem.incident_id == incident_id))
+        return rows.scalar_one_or_none()
+
+
 class Tx:
     """One session (one transaction when opened by ``Database.write``) and the repositories on it."""
 
@@ -817,4 +1042,8 @@ class Tx:
         self.knowledge = KnowledgeRepo(session)
         self.playbooks = PlaybookRepo(session)
         self.executions = ExecutionRepo(session)
+        self.leases = LeaseRepo(session)
+        self.silences = SilenceRepo(session)
+        self.postmortems = PostmortemRepo(session)
+        self.reports = ReportRepo(session)
 

@@ -109,13 +109,16 @@ class Incident(SQLModel, table=True):
     started_at: datetime | None = ts(nullable=True)  # earliest startsAt of its alerts (never after created_at)
     updated_at: datetime = ts()
     acknowledged_at: datetime | None = ts(nullable=True)
-    resolved_at: datetime | None = ts(nullable=True)
+    resolved_at: datetime | None = ts(nullable=True, index=True)
     # Analysis is a durable to-do: set at creation and on re-analyse, cleared with the proposal's insert.
     needs_analysis: bool = Field(default=True, index=True)
     analysis_claimed_by: str | None = None
     analysis_claimed_at: datetime | None = ts(nullable=True)
     analysis_requested_by: str | None = None
     remediated_at: datetime | None = ts(nullable=True)  # an executed remediation succeeded (not a dry run)
+    # Added with silences: the silence that matched when the incident opened (no card while it lasts).
+    silence_id: int | None = Field(default=None, index=True)
+    muted: bool | None = None  # True while that silence lasts (None on rows from before silences: not muted)
 
 
 class Alert(SQLModel, table=True):
@@ -132,7 +135,7 @@ class Alert(SQLModel, table=True):
     starts_at: datetime | None = ts(nullable=True)
     ends_at: datetime | None = ts(nullable=True)
     generator_url: str = ""
-    first_seen: datetime = ts()
+    first_seen: datetime = ts(index=True)  # the reports count alerts by it
     last_seen: datetime = ts()
     repeat_count: int = 0  # re-notifications of this alert after the first
 
@@ -156,9 +159,9 @@ class Proposal(SQLModel, table=True):
     requested_by: str | None = None
     decided_by: str | None = None
     decided_by_name: str | None = None
-    decided_at: datetime | None = ts(nullable=True)
+    decided_at: datetime | None = ts(nullable=True, index=True)
     decision_reason: str | None = None
-    created_at: datetime = ts()
+    created_at: datetime = ts(index=True)
     # Added with the decision engine (nullable: existing databases gain them in place).
     decision_id: int | None = Field(default=None, foreign_key="decision.id")
     fallback_reason: str | None = None  # why the rules answered although a model is configured
@@ -175,6 +178,9 @@ class Proposal(SQLModel, table=True):
     spec: dict[str, Any] | None = added_json()  # the parsed RemediationSpec
     proposed_by: str | None = None  # a person who proposed the command (/run): never its approver
     review_url: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # GitOps review issue
+    # Added with reminders: when the approvers were reminded, and when it was escalated (each once).
+    reminded_at: datetime | None = ts(nullable=True)
+    escalated_at: datetime | None = ts(nullable=True)
 
 
 class ExecutionState(StrEnum):
@@ -202,7 +208,7 @@ class Execution(SQLModel, table=True):
     owner: str = ""  # the worker running it
     heartbeat_at: datetime = ts()  # renewed while running; a stale one means the runner died
     started_at: datetime = ts()
-    finished_at: datetime | None = ts(nullable=True)
+    finished_at: datetime | None = ts(nullable=True, index=True)
     attempts: int = 0
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     rollback: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # what happened to the rollback
@@ -361,8 +367,59 @@ class Outbox(SQLModel, table=True):
     message_id: str | None = None
     created_at: datetime = ts()
     sent_at: datetime | None = ts(nullable=True)
+    # Added with postmortems: give up after this many sends (None: never, an outage only delays) and then
+    # queue ``fallback`` ({"template": …, "context": …}, the error added) instead.
+    max_attempts: int | None = None
+    fallback: dict[str, Any] | None = added_json()
 
 
 class KeyValue(SQLModel, table=True):
     key: str = Field(primary_key=True)
     value: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Lease(SQLModel, table=True):
+    """A scheduled job's occurrence (``report:daily:2026-11-24``) or a periodic job's turn (``job:reminders``).
+    Whoever inserts the row, or takes it over once ``expires_at`` has passed (its holder died), runs it;
+    ``done_at`` marks an occurrence finished for good (it never runs again)."""
+
+    name: str = Field(sa_column=Column(Text, primary_key=True))
+    owner: str
+    acquired_at: datetime = ts()
+    expires_at: datetime = ts()
+    done_at: datetime | None = ts(nullable=True)
+
+
+class Silence(SQLModel, table=True):
+    """Alerts matching every matcher open incidents without a card until ``ends_at``."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    matchers: dict[str, str] = json_col()  # label → value; "service" also matches the incident's service
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False))
+    created_by: str = ""
+    created_by_name: str = ""
+    channel: str = ""  # where it was created: "silence expired" is said there too
+    chat_id: str = ""
+    created_at: datetime = ts()
+    ends_at: datetime = ts(index=True)
+    removed_at: datetime | None = ts(nullable=True)  # /unsilence
+    removed_by: str | None = None
+    expired_noted_at: datetime | None = ts(nullable=True)  # "silence expired" was queued (once)
+
+
+class PostmortemState(StrEnum):
+    DUE = "due"
+    SENT = "sent"  # queued to every chat (the outbox delivers it, or its fallback)
+
+
+class Postmortem(SQLModel, table=True):
+    """The automatic postmortem of a resolved incident: a durable to-do, written with the resolution."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int = Field(foreign_key="incident.id", unique=True)
+    state: str = Field(default=PostmortemState.DUE, index=True)
+    created_at: datetime = ts()
+    claimed_by: str | None = None
+    claimed_at: datetime | None = ts(nullable=True)
+    sent_at: datetime | None = ts(nullable=True)
+    model: str | None = None  # the AI model that wrote the narrative, if any
