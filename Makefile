@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-all alertmanager bench clean
+.PHONY: run test test-all alertmanager bench bench-report clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ bench: $(VENV)/.installed-test
 .PHONY: bench-decision
 bench-decision: $(VENV)/.installed-test
 	$(PY) bench/decision.py
+
+# Daily KPI report time over 1,000,000 alerts / 100,000 incidents generated into a temporary SQLite file;
+# BENCH_REPORT_ARGS='--database-url postgresql+asyncpg://… --explain' for PostgreSQL (a scratch database).
+bench-report: $(VENV)/.installed-test
+	$(PY) bench/report.py $(BENCH_REPORT_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -19,6 +19,7 @@ from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.chat.console import ConsoleGateway
 from bot.chat.telegram import TelegramGateway
@@ -31,11 +32,13 @@ from bot.ingest_token import ensure_ingest_token
 from bot.logging import configure_logging
 from bot.polling import supervise_polling
 from bot.render import Renderer
+from bot.scheduler import build_scheduler
 from bot.settings import Settings, SettingsError, load_settings
 from handlers.http import api, health, ingress, metrics
 from handlers.http import wecom as wecom_callback
 from handlers.http.common import DEPS, MAX_BODY_BYTES, HttpDeps
 from handlers.http.middleware import error_middleware
+from handlers.jobs import Jobs
 from services.ai import AIAdvisor
 from services.analysis import AnalysisService
 from services.approvals import ApprovalService
@@ -50,6 +53,7 @@ from services.gitops import GitOpsClient, GitOpsReviewer
 from services.incidents import IncidentService
 from services.knowledge import KnowledgeService
 from services.learning import LearningService
+from services.leases import JobLeases, process_owner
 from services.llm import OpenAICompatibleModel
 from services.manual import ManualProposals
 from services.metrics import Metrics
@@ -58,8 +62,12 @@ from services.outbox import OutboxSender
 from services.pacing import Pacer
 from services.playbooks import PlaybookService, PlaybookSpec, load_playbooks_file
 from services.ports import ChannelLimits, ChatGateway, ChatTarget, Executor
+from services.postmortems import PostmortemService
 from services.queries import IncidentQueries
+from services.reminders import ReminderService
+from services.reports import ReportService
 from services.reviews import GitOpsReviews
+from services.silences import SilenceService
 from storage.clock import Clock, utcnow
 from storage.db import Database
 
@@ -71,8 +79,11 @@ CONSOLE_TARGET = ChatTarget("console", "log")
 UNPACED = ChannelLimits(per_chat_per_second=1e6, per_group_per_minute=1e9, per_bot_per_second=1e6)
 
 
-def build_app(settings: Settings, *, clock: Clock = utcnow, console: TextIO | None = None) -> web.Application:
-    """The whole application as an aiohttp app; its lifespan starts the workers and Telegram polling."""
+def build_app(
+    settings: Settings, *, clock: Clock = utcnow, console: TextIO | None = None, scheduler: bool = True
+) -> web.Application:
+    """The whole application as an aiohttp app; its lifespan starts the workers, the scheduler (unless
+    ``scheduler=False``: tests then call the jobs of ``app[JOBS]`` with their own clock) and Telegram polling."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[error_middleware])
     app[SETTINGS] = settings
     app.add_routes(ingress.routes)
@@ -82,7 +93,7 @@ def build_app(settings: Settings, *, clock: Clock = utcnow, console: TextIO | No
     app.add_routes(wecom_callback.routes)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
-        async with _running(app, settings, clock, console):
+        async with _running(app, settings, clock, console, scheduler):
             yield
 
     app.cleanup_ctx.append(lifespan)
@@ -90,7 +101,9 @@ def build_app(settings: Settings, *, clock: Clock = utcnow, console: TextIO | No
 
 
 @contextlib.asynccontextmanager
-async def _running(app: web.Application, settings: Settings, clock: Clock, console: TextIO | None) -> AsyncIterator[None]:
+async def _running(
+    app: web.Application, settings: Settings, clock: Clock, console: TextIO | None, run_scheduler: bool
+) -> AsyncIterator[None]:
     db = Database(settings.database_url)
     await db.create_schema()
     token, generated = await ensure_ingest_token(db, settings)
@@ -155,7 +168,9 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         db, decisions, settings.remediation_policy, queries, notifier, roles, clock, analysis_wakeup, reviews=reviews
     )
     learning = LearningService(knowledge)
-    incidents = IncidentService(db, notifier, clock, analysis_wakeup, learning)
+    incidents = IncidentService(
+        db, notifier, clock, analysis_wakeup, learning, postmortem_after=timedelta(minutes=settings.postmortem_min_minutes)
+    )
     failures = FailureNotifier(
         db, notifier, advisor, clock, targets=settings.failure_notify_targets, channels=[g.channel for g in gateways],
         enabled=settings.failure_notify_enabled, title=settings.failure_notify_title,
@@ -166,6 +181,27 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         db, build_executor(settings), settings.remediation_policy, incidents, learning, failures, notifier, clock,
         outbox_wakeup, config=settings.execution_config,
     )
+    # Scheduled work: every replica runs the same schedule; database leases decide who does each occurrence.
+    owner = process_owner()
+    leases = JobLeases(db, clock, owner)
+    report_targets = settings.report_targets or card_targets
+    silences = SilenceService(db, notifier, chat, roles, clock, analysis_wakeup)
+    reports = ReportService(
+        db, notifier, chat, leases, clock, tz=settings.tz, at=settings.report_time, targets=report_targets,
+        grace=timedelta(minutes=settings.report_grace_minutes),
+    )
+    postmortems = PostmortemService(
+        db, queries, notifier, chat, advisor, clock, targets=report_targets, owner=owner,
+        budget_seconds=settings.decision_sla_seconds,
+    )
+    reminders = None
+    if settings.approval_reminder_minutes:
+        reminders = ReminderService(
+            db, notifier, roles, clock, after=timedelta(minutes=settings.approval_reminder_minutes),
+            escalate_to=report_targets,
+        )
+    jobs = Jobs(leases, reports, silences, reminders, postmortems, weekly=settings.weekly_digest)
+    app[JOBS] = jobs
     deps = Deps(
         settings=settings,
         db=db,
@@ -184,6 +220,9 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         ),
         execution=execution,
         manual=ManualProposals(db, settings.remediation_policy, notifier, roles, clock, reviews=reviews),
+        silences=silences,
+        reports=reports,
+        postmortems=postmortems,
         metrics=counters,
         ingest_token=token,
         telegram_state="polling" if bot is not None else "not configured",
@@ -195,7 +234,7 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         streams = WeComStreams(renderer)
         app[wecom_callback.WECOM] = wecom_callback.WeComDeps(
             crypto=crypto, db=db, approvals=deps.approvals, assistant=deps.assistant, streams=streams, chat=chat,
-            queries=queries, renderer=renderer, clock=clock,
+            queries=queries, renderer=renderer, clock=clock, silences=silences, reports=reports, postmortems=postmortems,
         )
     app[DEPS] = HttpDeps(db=db, incidents=deps.incidents, queries=queries, ingest_token=token, telegram_state=deps.telegram_state,
                            metrics=counters)
@@ -235,12 +274,18 @@ async def _running(app: web.Application, settings: Settings, clock: Clock, conso
         )
     if telegram is not None:
         tasks.append(asyncio.create_task(telegram.register_commands(), name="telegram-commands"))
+    scheduler = build_scheduler(settings, jobs)
+    app[SCHEDULER] = scheduler
+    if run_scheduler:
+        scheduler.start()  # on this loop; the jobs are coroutines
     app[BANNER] = Banner(token=token, token_generated=generated, card_targets=tuple(card_targets),
-                         problems=tuple(wecom_problems))
+                         problems=tuple(wecom_problems), report_targets=tuple(report_targets))
     log.info("started", telegram=bot is not None, card_chats=[f"{t.channel}:{t.chat_id}" for t in card_targets])
     try:
         yield
     finally:
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
         if dp is not None:
             with contextlib.suppress(RuntimeError):  # polling had already stopped
                 await dp.stop_polling()
@@ -267,6 +312,7 @@ class Banner:
     token_generated: bool
     card_targets: tuple[ChatTarget, ...]
     problems: tuple[str, ...] = ()  # configuration errors found by earlier runs, shown until fixed
+    report_targets: tuple[ChatTarget, ...] = ()
 
 
 async def invalid_robots(db: Database, settings: Settings) -> list[str]:
@@ -284,6 +330,8 @@ async def invalid_robots(db: Database, settings: Settings) -> list[str]:
 
 
 BANNER: web.AppKey[Banner] = web.AppKey("banner", Banner)
+JOBS: web.AppKey[Jobs] = web.AppKey("jobs", Jobs)
+SCHEDULER: web.AppKey[AsyncIOScheduler] = web.AppKey("scheduler", AsyncIOScheduler)
 
 
 def banner_text(settings: Settings, banner: Banner, base_url: str) -> str:
@@ -308,6 +356,7 @@ def banner_text(settings: Settings, banner: Banner, base_url: str) -> str:
             f"  wecom          {wecom_text(settings)}",
             f"  decisions      {decisions_text(settings)}",
             f"  executor       {executor_text(settings)}",
+            f"  reports        {reports_text(settings, banner.report_targets)}",
             "  try it         alertpilot send-test-alert",
             *(f"  ⚠ {problem}" for problem in banner.problems),
         ]
@@ -320,6 +369,15 @@ def wecom_text(settings: Settings) -> str:
     robots = ", ".join(mask_key(k) for k in settings.wecom_keys)
     oncall = f"; @mentions {', '.join(settings.wecom_oncall_ids)} on new cards" if settings.wecom_oncall_ids else ""
     return f"{len(settings.wecom_keys)} group robot(s) {robots} at {settings.wecom_api_base}{oncall}"
+
+
+def reports_text(settings: Settings, targets: tuple[ChatTarget, ...]) -> str:
+    where = ", ".join(f"{t.channel}:{t.chat_id}" for t in targets) or "nowhere"
+    weekly = " (Mondays also the weekly digest)" if settings.weekly_digest else ""
+    reminders = (f"approval reminders after {settings.approval_reminder_minutes} min"
+                 if settings.approval_reminder_minutes else "no approval reminders")
+    return (f"daily at {settings.daily_report_time} {settings.timezone}{weekly} to {where}; postmortems for incidents "
+            f"of {settings.postmortem_min_minutes} min or more; {reminders}")
 
 
 def build_executor(settings: Settings) -> Executor:

@@ -19,7 +19,10 @@ from services.manual import ManualProposals
 from services.metrics import Metrics
 from services.notify import Notifier
 from services.playbooks import PlaybookService
+from services.postmortems import PostmortemService
 from services.queries import IncidentQueries
+from services.reports import ReportService
+from services.silences import SilenceService
 from storage.db import Database
 
 
@@ -40,6 +43,9 @@ class Deps:
     assistant: AssistantService
     execution: ExecutionService
     manual: ManualProposals
+    silences: SilenceService
+    reports: ReportService
+    postmortems: PostmortemService
     metrics: Metrics
     ingest_token: str
     telegram_state: str  # "polling" | "not configured"
@@ -52,5 +58,8 @@ class Deps:
             "chat": self.chat,
             "assistant": self.assistant,
             "manual": self.manual,
+            "silences": self.silences,
+            "reports": self.reports,
+            "postmortems": self.postmortems,
             "renderer": self.renderer,
         }

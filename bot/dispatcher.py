@@ -6,12 +6,14 @@ from aiogram import Dispatcher
 
 from bot.deps import Deps
 from bot.middlewares import LogContextMiddleware
-from handlers.telegram import assistant, callbacks, commands
+from handlers.telegram import assistant, callbacks, commands, scheduled
 
 
 def build_dispatcher(deps: Deps) -> Dispatcher:
     dp = Dispatcher(**deps.workflow_data())
     dp.update.outer_middleware(LogContextMiddleware())
     # the command router goes last: its catch-all answers commands nobody else took
-    dp.include_routers(callbacks.build_router(), assistant.build_router(), commands.build_router())
+    dp.include_routers(
+        callbacks.build_router(), assistant.build_router(), scheduled.build_router(), commands.build_router()
+    )
     return dp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import time
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -10,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from bot.chat.wecom import robot_id
 from bot.chat.wecom_crypto import WeComCrypto
 from services.execution import ExecutionConfig
 from services.failures import (
@@ -19,8 +21,10 @@ from services.failures import (
     parse_notify_targets,
 )
 from services.policy import RemediationPolicy
+from services.ports import ChatTarget
 from services.roles import RoleMap, parse_roles
 from services.safety import NamespacePolicy
+from services.schedule import parse_hhmm
 
 OFFICIAL_TELEGRAM_API = "https://api.telegram.org"
 
@@ -100,6 +104,15 @@ class Settings(BaseSettings):
     failure_notify_enabled: bool = True
     failure_notify_title: str = DEFAULT_TITLE
 
+    # Scheduled work (bot/scheduler.py): the daily KPI report (Mondays also the weekly digest) at this local
+    # time, to the report chats (tg:<chat id>, wecom:<robot key>; unset: the card chats).
+    daily_report_time: str = "08:00"
+    report_chats: str = ""
+    report_grace_minutes: int = Field(default=360, ge=0, le=1440)  # a missed report is sent this late at most
+    weekly_digest: bool = True
+    postmortem_min_minutes: int = Field(default=10, ge=0, le=10080)
+    approval_reminder_minutes: int = Field(default=15, ge=0, le=1440)  # 0: no reminders
+
     roles: str = ""
     timezone: str = "Asia/Taipei"
     log_format: Literal["console", "json"] = "console"
@@ -132,6 +145,18 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_notify_title(cls, value: str) -> str:
         return check_title(value)
+
+    @field_validator("daily_report_time")
+    @classmethod
+    def _valid_report_time(cls, value: str) -> str:
+        parse_hhmm(value)  # raises ValueError saying what is expected
+        return value.strip()
+
+    @field_validator("report_chats")
+    @classmethod
+    def _valid_report_chats(cls, value: str) -> str:
+        return checked_csv(value, r"(tg:-?\d{1,20}|wecom:[A-Za-z0-9-]{8,128})",
+                           "not a report chat: {item} (use tg:<chat id> or wecom:<robot webhook key>, comma-separated)")
 
     @field_validator("kubectl")
     @classmethod
@@ -307,6 +332,31 @@ class Settings(BaseSettings):
         return WeComCrypto(self.wecom_bot_token.get_secret_value(), self.wecom_bot_aes_key.get_secret_value())
 
     @model_validator(mode="after")
+    def _report_chats_known(self) -> Settings:
+        for item in (i for i in self.report_chats.split(",") if i):
+            platform, _, ident = item.partition(":")
+            if platform == "tg" and self.telegram_token is None:
+                raise ValueError(f"ALERTPILOT_REPORT_CHATS: {item} needs Telegram (set ALERTPILOT_TELEGRAM_TOKEN)")
+            if platform == "wecom" and ident not in self.wecom_keys:
+                raise ValueError("ALERTPILOT_REPORT_CHATS: a wecom: entry must be one of ALERTPILOT_WECOM_WEBHOOK_KEYS")
+        return self
+
+    @property
+    def report_targets(self) -> list[ChatTarget] | None:
+        """The report chats, or None for the default (the card chats)."""
+        targets = []
+        for item in (i for i in self.report_chats.split(",") if i):
+            platform, _, ident = item.partition(":")
+            target = ChatTarget("telegram", ident) if platform == "tg" else ChatTarget("wecom", robot_id(ident))
+            if target not in targets:
+                targets.append(target)
+        return targets or None
+
+    @property
+    def report_time(self) -> time:
+        return parse_hhmm(self.daily_report_time)
+
+    @model_validator(mode="after")
     def _ai_complete(self) -> Settings:
         if (self.ai_base_url is None) != (self.ai_model is None):
             missing = "ALERTPILOT_AI_MODEL" if self.ai_model is None else "ALERTPILOT_AI_BASE_URL"
@@ -322,7 +372,7 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for err in exc.errors():
             if err["loc"]:
-                lines.append(f"ALERTPILOT_{str(err['loc'][0]).upper()}: {err['msg']}")
+                lines.append(f"ALERTPILOT_{str(err['loc'][0]).upper()}: {str(err['msg']).removeprefix('Value error, ')}")
             else:  # a rule across several variables names them itself
                 lines.append(str(err["msg"]).removeprefix("Value error, "))
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from exc

@@ -21,7 +21,7 @@ TEXT_MAX = 112
 KEYNAME_MAX = 10
 VALUE_MAX = 30
 _TASK = re.compile(r"^INC-(\d{1,12})(?:-|$)")
-BUTTON_STYLES = {"approve": 1, "reject": 2, "details": 3}
+BUTTON_STYLES = {"approve": 1, "reject": 2, "details": 3, "silence": 3}
 
 
 def task_id(card: IncidentCard) -> str:
@@ -34,7 +34,7 @@ def incident_of_task(task: str) -> int | None:
 
 
 def template_card(renderer: Renderer, card: IncidentCard, *, note: str = "", details: bool = False) -> dict[str, Any]:
-    """The card with Approve and Reject while a decision is open, and Details always."""
+    """The card with Approve and Reject while a decision is open, Details always, Silence while it fires."""
     s = renderer.strings("wecom")
     keys = ["state", "blast", "source"] + (["service", "alerts"] if details else [])
     values = {
@@ -42,6 +42,7 @@ def template_card(renderer: Renderer, card: IncidentCard, *, note: str = "", det
         "service": f"{card.service or '—'} / {card.namespace or '—'}", "alerts": s.card_alerts(card),
     }
     actions = [a.value for a in card.actions if a in (CardAction.APPROVE, CardAction.REJECT)] + ["details"]
+    actions += [CardAction.SILENCE.value] if CardAction.SILENCE in card.actions else []
     text = note or str(s.card_text(card))
     if details and card.summary:
         text = f"{card.summary} · {text}"

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from services.ports import ChatTarget
+
+# Where a command's answer goes: (template name, context) → one message. ChatService.sink queues it for the
+# actor's chat; the WeCom callback collects it into its passive reply or a streamed reply.
+Reply = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,8 @@ class Outcome(StrEnum):
     ALREADY_SIGNED = "already_signed"  # this approver has already signed; a second approver must agree
     PROPOSED = "proposed"  # /run: the command is now the incident's proposal
     BAD_COMMAND = "bad_command"  # /run without a command, or one too long
+    SILENCED = "silenced"  # 🔕: the incident's service is silenced for an hour
+    ALREADY_SILENCED = "already_silenced"
 
 
 @dataclass(frozen=True)
@@ -57,4 +65,5 @@ class ActionResult:
             Outcome.REANALYSING,
             Outcome.DETAILS_SENT,
             Outcome.HISTORY_SENT,
+            Outcome.SILENCED,
         )

@@ -7,13 +7,12 @@ channel it goes to; model text is split before rendering and escaped by the chan
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 import structlog
 
-from services.actions import Actor
+from services.actions import Actor, Reply
 from services.ai import AIAdvisor
 from services.chat import ChatService, refusal
 from services.errors import ModelError
@@ -26,7 +25,6 @@ from storage.clock import Clock
 
 log = structlog.get_logger(__name__)
 
-Reply = Callable[[str, dict[str, Any]], Awaitable[None]]  # (template, context): one answer message
 
 ANSWER_CHUNK = 3500  # characters of model text per message (Telegram: 4096 with the header)
 KB_BUDGET_SECONDS = 5.0
@@ -67,7 +65,7 @@ class AssistantService:
 
     async def summary(self, actor: Actor, incident_id: int, *, reply_to: str | None, reply: Reply | None = None) -> None:
         """``reply``: where the answer goes instead of the actor's chat (a WeCom streamed reply)."""
-        say = reply or self._say_to(actor, reply_to)
+        say = reply or self._chat.sink(actor.target, reply_to)
         ref = incident_ref(incident_id)
         if not self._chat.may_read(actor):
             await say("action_result", refusal(ref))
@@ -82,7 +80,7 @@ class AssistantService:
     # --- /ask <question> ------------------------------------------------------------------------
 
     async def ask(self, actor: Actor, question: str, *, reply_to: str | None, reply: Reply | None = None) -> None:
-        say = reply or self._say_to(actor, reply_to)
+        say = reply or self._chat.sink(actor.target, reply_to)
         question = question.strip()
         if not question:
             await say("error", {"code": "usage", "command": "ask"})
@@ -168,11 +166,6 @@ class AssistantService:
             return None, None, exc.reason
         return answer.text, answer.model, None
 
-    def _say_to(self, actor: Actor, reply_to: str | None) -> Reply:
-        async def say(template: str, context: dict[str, Any]) -> None:
-            await self._chat.say(actor.target, template, context, reply_to=reply_to)
-        return say
-
     async def _answer(self, say: Reply, *, kind: str, ref: str, text: str, model: str | None) -> None:
         parts = split_text(text, ANSWER_CHUNK)
         for number, part in enumerate(parts, start=1):
@@ -184,12 +177,7 @@ def _summary_view(facts: dict[str, Any]) -> dict[str, Any]:
     incident = facts["incident"]
     decision = incident.get("decision") or {}
     return {
-        "ref": incident["ref"],
-        "title": clip(incident["alertname"] or incident["title"], 120),
-        "service": clip(incident["service"], 60),
-        "namespace": clip(incident["namespace"], 60),
-        "severity": clip(incident["severity"], 20),
-        "status": incident["status"],
+        **incident_head(incident),
         "started_at": incident["started_at"],
         "resolved_at": incident["resolved_at"],
         "alert_count": len(facts["alerts"]),
@@ -201,20 +189,32 @@ def _summary_view(facts: dict[str, Any]) -> dict[str, Any]:
         "command": clip(decision.get("command"), 300),
         "proposal_state": decision.get("state"),
         "decided_by": clip(decision.get("decided_by_name"), 60) or None,
-        "events": _summary_events(facts["events"]),
+        "events": summary_events(facts["events"]),
         "notes": [clip(n["text"], 200) for n in facts["notes"][-3:]],
     }
 
 
-def _summary_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def incident_head(incident: dict[str, Any]) -> dict[str, Any]:
+    """The incident's heading fields of a summary or postmortem (from IncidentQueries.summary_facts), bounded."""
+    return {
+        "ref": incident["ref"],
+        "title": clip(incident["alertname"] or incident["title"], 120),
+        "service": clip(incident["service"], 60),
+        "namespace": clip(incident["namespace"], 60),
+        "severity": clip(incident["severity"], 20),
+        "status": incident["status"],
+    }
+
+
+def summary_events(events: list[dict[str, Any]], *, budget: int = SUMMARY_EVENTS_BUDGET) -> list[dict[str, Any]]:
     """The latest events worth showing, newest kept first: refused attempts left out (before counting, so a
-    burst of them cannot push out what was done), texts clipped, at most SUMMARY_EVENTS_BUDGET characters."""
+    burst of them cannot push out what was done), texts clipped, at most ``budget`` characters."""
     kept: list[dict[str, Any]] = []
     used = 0
     for event in reversed([e for e in events if e["kind"] not in REFUSED_EVENTS]):
         view = {**event, **{k: clip(event[k], n) for k, n in SUMMARY_EVENT_LIMITS.items() if event.get(k)}}
         weight = SUMMARY_EVENT_FRAME + len(view["kind"]) + sum(len(view.get(k) or "") for k in SUMMARY_EVENT_LIMITS)
-        if len(kept) == SUMMARY_EVENTS or used + weight > SUMMARY_EVENTS_BUDGET:
+        if len(kept) == SUMMARY_EVENTS or used + weight > budget:
             break
         kept.append(view)
         used += weight

@@ -7,7 +7,7 @@ import shlex
 from datetime import datetime
 from typing import Any
 
-from services.actions import ActionResult, Actor, Outcome
+from services.actions import ActionResult, Actor, Outcome, Reply
 from services.errors import IncidentNotFound
 from services.incidents import incident_ref
 from services.notify import Notifier
@@ -35,6 +35,12 @@ class ChatService:
         async with self._db.write() as tx:
             await self._notify.answer(tx, target, template, context or {}, self._now(), reply_to_message_id=reply_to)
         self._notify.wake()
+
+    def sink(self, target: ChatTarget, reply_to: str | None = None) -> Reply:
+        """A Reply that queues each answer for ``target`` (as a reply to the user's message, when given)."""
+        async def say(template: str, context: dict[str, Any]) -> None:
+            await self.say(target, template, context, reply_to=reply_to)
+        return say
 
     async def start(self, actor: Actor, *, reply_to: str | None) -> None:
         role = self._roles.role_of(actor.id)

@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING
 import structlog
 
 from services.ingest_model import AlertBatch, IncomingAlert, IngestResult
+from services.matchers import first_match
 from services.notify import Notifier, Wakeup
 from storage.clock import Clock
 from storage.db import Database
 from storage.errors import WriteConflict
 from storage.repos import Tx
-from storage.tables import Alert, AlertStatus, Incident, IncidentStatus
+from storage.tables import Alert, AlertStatus, Incident, IncidentStatus, Silence
 
 if TYPE_CHECKING:  # learning needs incident_ref from here; the composition root hands the service in
     from services.learning import LearningService
@@ -59,14 +60,24 @@ class _Changes:
     active: dict[str, Alert] = field(default_factory=dict)  # live alert rows of this batch, by active key
     bumps: dict[int, int] = field(default_factory=dict)  # stored alert id → repeats to add
     group: Incident | None = None  # the batch's open incident, once looked up or opened
+    silences: list[Silence] | None = None  # active silences, read once per batch when an incident opens
 
 
 class IncidentService:
     def __init__(
-        self, db: Database, notifier: Notifier, clock: Clock, analysis_wakeup: Wakeup, learning: LearningService
+        self,
+        db: Database,
+        notifier: Notifier,
+        clock: Clock,
+        analysis_wakeup: Wakeup,
+        learning: LearningService,
+        *,
+        postmortem_after: timedelta | None = None,
     ) -> None:
+        """``postmortem_after``: an incident that lasted at least this long gets an automatic postmortem when
+        it resolves (None: never)."""
         self._db, self._notify, self._now, self._analysis_wakeup = db, notifier, clock, analysis_wakeup
-        self._learning = learning
+        self._learning, self._postmortem_after = learning, postmortem_after
 
     async def ingest(self, batch: AlertBatch) -> IngestResult:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
@@ -114,12 +125,19 @@ class IncidentService:
                     resolved_incidents.append(incident_id)
             else:
                 changes.grown.add(incident_id)  # fewer alerts firing: the card shows it
-        for incident_id in sorted(changes.grown - set(changes.opened) - set(resolved_incidents)):
+        grown = sorted(changes.grown - set(changes.opened) - set(resolved_incidents))
+        muted = await tx.incidents.muted_of(grown)
+        for incident_id in grown:
             await tx.incidents.touch(incident_id, now)
-            await self._notify.card(tx, incident_id, now)
+            if incident_id not in muted:
+                await self._notify.card(tx, incident_id, now)
         for incident_id in changes.opened:
-            await tx.timeline.add(incident_id=incident_id, at=now, kind="opened", source=batch.source)
-            await self._notify.card(tx, incident_id, now, not_before=now + FIRST_CARD_GRACE)
+            incident = await tx.incidents.get(incident_id)
+            assert incident is not None
+            await tx.timeline.add(incident_id=incident_id, at=now, kind="opened", source=batch.source,
+                                  silence_id=incident.silence_id)
+            if not incident.muted:  # a silenced incident is stored and counted, with no card
+                await self._notify.card(tx, incident_id, now, not_before=now + FIRST_CARD_GRACE)
         return IngestResult(
             accepted=len(batch.alerts),
             new_alerts=changes.new_alerts,
@@ -229,6 +247,11 @@ class IncidentService:
             )
         )
         assert incident.id is not None
+        if changes.silences is None:
+            changes.silences = await tx.silences.active(now)
+        silence = first_match(changes.silences, incident)
+        if silence is not None:  # no card and no analysis while the silence lasts (it is analysed when it ends)
+            incident.muted, incident.silence_id, incident.needs_analysis = True, silence.id, False
         changes.opened.append(incident.id)
         changes.group = incident
         return incident
@@ -250,6 +273,10 @@ class IncidentService:
         minutes = max(0, round((resolved_at - started).total_seconds() / 60))
         await tx.timeline.add(incident_id=incident_id, at=now, kind="resolved", minutes=minutes, proposal_expired=expired)
         await self._learning.on_resolved(tx, incident_id, now)
+        if incident.muted and not await tx.refs.cards_of(incident_id):
+            return True  # silenced from the start: nobody saw a card, so no thread and no postmortem either
+        if self._postmortem_after is not None and resolved_at - started >= self._postmortem_after:
+            await tx.postmortems.add_due(incident_id, now)
         await self._notify.thread(
             tx,
             incident_id,

@@ -84,9 +84,13 @@ class Notifier:
         *,
         targets: Sequence[ChatTarget] | None = None,
         dedup_key: str | None = None,
+        max_attempts: int | None = None,
+        fallback: dict[str, Any] | None = None,
     ) -> bool:
         """A message threaded under the incident's card (in every card chat unless ``targets`` narrows it).
-        False when ``dedup_key`` had already been queued everywhere (nothing new was queued)."""
+        False when ``dedup_key`` had already been queued everywhere (nothing new was queued).
+        ``max_attempts``/``fallback``: give up after that many sends and queue the fallback message
+        (``{"template": …, "context": …}``) instead (default: retried until delivered)."""
         queued = False
         for target in targets if targets is not None else self.card_targets:
             queued = await tx.outbox.enqueue(
@@ -101,6 +105,8 @@ class Notifier:
                     dedup_key=None if dedup_key is None else f"{dedup_key}:{target.channel}:{target.chat_id}",
                     not_before=now,
                     created_at=now,
+                    max_attempts=max_attempts,
+                    fallback=fallback,
                 )
             ) or queued
         return queued
@@ -116,9 +122,11 @@ class Notifier:
         reply_to_message_id: str | None = None,
         incident_id: int | None = None,
         dedup_key: str | None = None,
+        max_attempts: int | None = None,
+        fallback: dict[str, Any] | None = None,
     ) -> bool:
         """A message to one chat (a command's answer), optionally as a reply to the user's message. False
-        when ``dedup_key`` had already been queued."""
+        when ``dedup_key`` had already been queued. ``max_attempts``/``fallback``: as for ``thread``."""
         return await tx.outbox.enqueue(
             Outbox(
                 channel=target.channel,
@@ -131,5 +139,7 @@ class Notifier:
                 dedup_key=dedup_key,
                 not_before=now,
                 created_at=now,
+                max_attempts=max_attempts,
+                fallback=fallback,
             )
         )

@@ -5,6 +5,8 @@
 - pacing per chat, per group and per bot (services.pacing);
 - 429 → retry after ``retry_after``; 5xx, timeouts and network errors → exponential backoff (capped), and
   never given up, so an outage delays messages but loses none; other 4xx → failed, with the error kept;
+- a row with ``max_attempts`` (a postmortem) is given up after that many sends, and its ``fallback`` message
+  (a short one, with the error) is queued in its place;
 - a card edited in place that no longer exists is sent again as a new card and its ref re-pointed;
 - a row is claimed (compare-and-set) before it is sent, so several senders never send it twice.
 """
@@ -15,7 +17,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -37,6 +39,24 @@ log = structlog.get_logger(__name__)
 
 CLAIM_TTL = timedelta(seconds=120)
 BATCH = 200
+
+
+def fallback_row(row: Outbox, error: str, now: datetime) -> Outbox:
+    """The short message sent instead of a row that could not be delivered (its context gains the error)."""
+    assert row.fallback is not None
+    return Outbox(
+        channel=row.channel,
+        chat_id=row.chat_id,
+        incident_id=row.incident_id,
+        kind=OutboxKind.MESSAGE,
+        template=str(row.fallback.get("template", "")),
+        context={**dict(row.fallback.get("context") or {}), "error": error[:300]},
+        reply_to_card=row.reply_to_card,
+        reply_to_message_id=row.reply_to_message_id,
+        dedup_key=None if row.dedup_key is None else f"{row.dedup_key}:fallback",
+        not_before=now,
+        created_at=now,
+    )
 
 
 class OutboxSender:
@@ -107,9 +127,15 @@ class OutboxSender:
             message_id = await self._send(row)
         except RateLimited as exc:
             self._pacer.pause(row.chat_id, self._mono() + exc.retry_after)
+            if self._last_attempt(row):
+                await self._fail(row, f"429: {exc}")
+                return True
             await self._retry_later(row, exc.retry_after, f"429: {exc}")
             return False
         except TransientDeliveryError as exc:
+            if self._last_attempt(row):
+                await self._fail(row, str(exc))
+                return True
             await self._retry_later(row, min(self._max_backoff, 2.0 ** min(row.attempts, 20)), str(exc))
             return False
         except (PermanentDeliveryError, IncidentNotFound) as exc:
@@ -165,9 +191,18 @@ class OutboxSender:
         log.warning("outbox_retry", channel=self.channel, row_id=row.id, in_seconds=round(seconds, 2),
                     attempts=row.attempts + 1, error=error[:300])
 
+    @staticmethod
+    def _last_attempt(row: Outbox) -> bool:
+        """Whether this send was the row's last allowed one (``attempts`` is the count before this claim)."""
+        return row.max_attempts is not None and row.attempts + 1 >= row.max_attempts
+
     async def _fail(self, row: Outbox, error: str) -> None:
         async with self._db.write() as tx:
-            await tx.outbox.finish(row.id or 0, self._owner, state=OutboxState.FAILED, last_error=error[:2000])
+            finished = await tx.outbox.finish(row.id or 0, self._owner, state=OutboxState.FAILED, last_error=error[:2000])
+            if finished and row.fallback:
+                await tx.outbox.enqueue(fallback_row(row, error, self._now()))
+        if row.fallback:
+            log.warning("outbox_fallback_queued", channel=self.channel, row_id=row.id, template=row.fallback.get("template"))
         log.error("outbox_failed", channel=self.channel, row_id=row.id, kind=row.kind, incident_id=row.incident_id,
                   error=error[:500])
 

@@ -19,6 +19,7 @@ class CardAction(StrEnum):
     DETAILS = "details"
     REANALYSE = "reanalyse"
     HISTORY = "history"
+    SILENCE = "silence"  # 🔕 the incident's service for an hour
 
 
 DECISION_ACTIONS = (CardAction.APPROVE, CardAction.REJECT)

@@ -22,6 +22,11 @@ SUMMARY_EVENTS = 30
 EVENT_DETAIL_KEYS = ("name", "source", "model", "command", "reason", "fallback_reason", "state", "text")
 
 
+# An incident written so that it cannot be anything else (not a bare number: kubectl, durations and
+# silence ids take those): INC-12, inc12, #12.
+EXPLICIT_REF = re.compile(r"^(?:inc-?\d{1,12}|#\d{1,12})$", re.IGNORECASE)
+
+
 def parse_incident_ref(text: str) -> int:
     """``INC-12``, ``inc12``, ``#12`` or ``12`` → 12."""
     match = _REF.match(text.strip())

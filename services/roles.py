@@ -49,6 +49,10 @@ class RoleMap:
             return False
         return any(fnmatch.fnmatchcase(namespace.lower(), pattern) for pattern in scope)
 
+    def holders(self, needed: Role, *, namespace: str | None = None) -> list[str]:
+        """Everyone who holds ``needed`` (or more) for ``namespace``: ``tg:111``, ``wecom:alice``, in map order."""
+        return [actor for actor in self.roles if self.allows(actor, needed, namespace=namespace)]
+
     def scope_of(self, actor_id: str) -> tuple[str, ...]:
         return self.scopes.get(actor_id, ())
 

@@ -106,6 +106,8 @@ def card_actions(incident: Incident, proposal: Proposal | None) -> tuple[CardAct
     if firing and not incident.needs_analysis and (proposal is None or pending or blocked):
         actions.append(CardAction.REANALYSE)
     actions.append(CardAction.HISTORY)
+    if firing and not incident.muted:
+        actions.append(CardAction.SILENCE)
     return tuple(actions)
 
 

@@ -97,6 +97,7 @@ class AppUnderTest:
     base_url: str
     deps: Deps
     http: httpx.AsyncClient
+    app: web.Application
 
     async def post_alerts(self, payload: Any, *, token: str = TOKEN) -> httpx.Response:
         return await self.http.post(
@@ -120,6 +121,8 @@ class AppUnderTest:
 
 
 async def start_app(settings: Settings, **build_kwargs: Any) -> AppUnderTest:
+    """The app without its scheduler unless ``scheduler=True``: tests run the jobs (app[JOBS]) with their clock."""
+    build_kwargs.setdefault("scheduler", False)
     app = build_app(settings, **build_kwargs)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -127,7 +130,7 @@ async def start_app(settings: Settings, **build_kwargs: Any) -> AppUnderTest:
     await site.start()
     port = runner.addresses[0][1]
     base = f"http://127.0.0.1:{port}"
-    return AppUnderTest(runner, base, app[FULL_DEPS], httpx.AsyncClient(base_url=base, timeout=10))
+    return AppUnderTest(runner, base, app[FULL_DEPS], httpx.AsyncClient(base_url=base, timeout=10), app)
 
 
 async def eventually(check: Any, *, timeout: float = 10.0, interval: float = 0.05) -> Any:

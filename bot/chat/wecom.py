@@ -96,7 +96,7 @@ class WeComRobotGateway:
 
     async def send_message(self, chat_id: str, template: str, context: dict[str, Any], *, reply_to: str | None) -> str:
         content = self._fit(lambda c: self._render.render(f"wecom/{template}.md.j2", **c), context)
-        return await self._post(chat_id, content, mentions=tuple(context.get("mentions") or ()))
+        return await self._post(chat_id, content, mentions=wecom_mentions(context))
 
     def _fit(self, render: Any, view: Any) -> str:
         """Render; while too long, shrink every field of the view and render again."""
@@ -161,3 +161,12 @@ def _shrink_view(view: Any, limit: int) -> Any:
                                                                               command=shrink(proposal.command, 2 * limit)))
         return shrunk
     return shrink(view, limit)
+
+
+def wecom_mentions(context: dict[str, Any]) -> tuple[str, ...]:
+    """The userids a message @mentions: ``mentions`` is this channel's ids, or per channel
+    (``{"telegram": [...], "wecom": [...]}``) when one context goes to the chats of several channels."""
+    found = context.get("mentions") or ()
+    if isinstance(found, dict):
+        found = found.get("wecom") or ()
+    return tuple(str(m) for m in found)

@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from bot.render import Renderer, clip_bytes
+from services.actions import Reply
 from services.errors import IncidentNotFound
 
 log = structlog.get_logger(__name__)
@@ -27,7 +28,6 @@ log = structlog.get_logger(__name__)
 FIRST_CHUNK_SECONDS = 1.0
 STREAM_TTL_SECONDS = 600.0
 STREAM_MAX_BYTES = 20_000
-Reply = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 @dataclass

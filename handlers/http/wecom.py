@@ -6,10 +6,11 @@ de-duplicated by ``msgid`` (WeCom repeats callbacks). Anything that does not aut
 and nothing is processed. What arrives:
 - an @mention (``@alertpilot approve INC-12``, with or without "/"): the same grammar as the Telegram
   commands — approve, reject, status (or just ``INC-12``: the incident as a template card with Approve,
-  Reject and Details buttons), incidents, help, and summary and ask as streamed replies (the first chunk
-  at once, then refreshed by WeCom until finished);
-- a ``template_card_event`` (a button of that card): applied through the same approval service as a
-  Telegram button, for ``wecom:<userid>``, and answered within 5 s with ``update_template_card``.
+  Reject, Details and Silence buttons), incidents, help, and summary, ask, report, postmortem, silence,
+  silences and unsilence as streamed replies (the first chunk at once, then refreshed by WeCom until
+  finished);
+- a ``template_card_event`` (a button of that card): applied through the same approval (or silence)
+  service as a Telegram button, for ``wecom:<userid>``, and answered within 5 s with ``update_template_card``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ from services.approvals import ApprovalService
 from services.assistant import AssistantService
 from services.chat import ChatService, refusal, result_context
 from services.errors import IncidentNotFound, InvalidIncidentRef
-from services.ports import ChatTarget
+from services.ports import CardAction, ChatTarget
+from services.postmortems import PostmortemService
 from services.queries import IncidentQueries, parse_incident_ref
+from services.reports import ReportService
+from services.silences import SilenceService
 from storage.clock import Clock
 from storage.db import Database
 
@@ -44,7 +48,7 @@ routes = web.RouteTableDef()
 MAX_SKEW_SECONDS = 300
 ANSWER_WITHIN_SECONDS = 4.0  # WeCom waits 5 s for the answer to a click
 DECISIONS = ("approve", "reject")
-LATER = frozenset({"silence", "kb", "note", "run", "audit", "playbooks"})
+LATER = frozenset({"kb", "note", "run", "audit", "playbooks"})
 NOT_CONFIGURED = "the WeCom callback is not configured (ALERTPILOT_WECOM_BOT_TOKEN, ALERTPILOT_WECOM_BOT_AES_KEY)"
 
 
@@ -59,6 +63,9 @@ class WeComDeps:
     queries: IncidentQueries
     renderer: Renderer
     clock: Clock
+    silences: SilenceService
+    reports: ReportService
+    postmortems: PostmortemService
 
 
 WECOM: web.AppKey[WeComDeps] = web.AppKey("wecom", WeComDeps)
@@ -198,6 +205,20 @@ async def _command(deps: WeComDeps, actor: Actor, text: str) -> dict[str, Any]:
         if name == "ask":
             question = " ".join(words[1:])
             return await deps.streams.start(lambda reply: deps.assistant.ask(actor, question, reply_to=None, reply=reply))
+        rest = " ".join(words[1:])
+        if name == "report":
+            return await deps.streams.start(lambda reply: deps.reports.on_demand(actor, rest, reply))
+        if name == "postmortem":
+            if len(words) < 2:
+                return markdown_reply(deps.renderer, "error", code="usage", command="postmortem")
+            incident_id = parse_incident_ref(words[1])
+            return await deps.streams.start(lambda reply: deps.postmortems.on_demand(actor, incident_id, reply))
+        if name == "silence":
+            return await deps.streams.start(lambda reply: deps.silences.create(actor, rest, reply))
+        if name == "silences":
+            return await deps.streams.start(lambda reply: deps.silences.list(actor, reply))
+        if name == "unsilence":
+            return await deps.streams.start(lambda reply: deps.silences.remove(actor, rest, reply))
     except InvalidIncidentRef as exc:
         return markdown_reply(deps.renderer, "error", code="bad_ref", text=exc.text[:64])
     except IncidentNotFound as exc:
@@ -216,9 +237,10 @@ async def _click(deps: WeComDeps, actor: Actor, key: str, task: str) -> dict[str
     if incident_id is None:
         return None  # not one of our cards
     try:
-        if key in DECISIONS:
+        if key in DECISIONS or key == CardAction.SILENCE.value:
             work = asyncio.ensure_future(
-                deps.approvals.decide(incident_id=incident_id, actor=actor, approve=key == "approve")
+                deps.silences.silence_incident(incident_id=incident_id, actor=actor) if key == CardAction.SILENCE.value
+                else deps.approvals.decide(incident_id=incident_id, actor=actor, approve=key == "approve")
             )
             work.add_done_callback(_log_failure)
             try:

@@ -18,6 +18,7 @@ from services.chat import ChatService, result_context
 from services.errors import IncidentNotFound
 from services.incidents import incident_ref
 from services.ports import CardAction
+from services.silences import SilenceService
 
 ANSWER_WITHIN_SECONDS = 3.0  # Telegram drops an unanswered press after ~15 s; answer well before
 
@@ -29,6 +30,7 @@ async def on_card_button_clicked(
     approvals: ApprovalService,
     analysis: AnalysisService,
     chat: ChatService,
+    silences: SilenceService,
     renderer: Renderer,
 ) -> None:
     if query.message is None:  # Telegram no longer says where the card is
@@ -36,7 +38,7 @@ async def on_card_button_clicked(
         return
     actor = actor_of(query.from_user, query.message.chat)
     ref = incident_ref(callback_data.incident_id)
-    work = asyncio.ensure_future(_dispatch(callback_data, actor, approvals, analysis, chat))
+    work = asyncio.ensure_future(_dispatch(callback_data, actor, approvals, analysis, chat, silences))
     try:
         async with asyncio.timeout(ANSWER_WITHIN_SECONDS):  # not wait_for: it can swallow a cancellation
             result = await asyncio.shield(work)
@@ -58,12 +60,19 @@ async def on_stale_button_clicked(query: CallbackQuery, renderer: Renderer) -> N
 
 
 async def _dispatch(
-    data: IncidentCb, actor: Actor, approvals: ApprovalService, analysis: AnalysisService, chat: ChatService
+    data: IncidentCb,
+    actor: Actor,
+    approvals: ApprovalService,
+    analysis: AnalysisService,
+    chat: ChatService,
+    silences: SilenceService,
 ) -> ActionResult:
     if data.action in (CardAction.APPROVE, CardAction.REJECT):
         return await approvals.decide(incident_id=data.incident_id, actor=actor, approve=data.action is CardAction.APPROVE)
     if data.action is CardAction.REANALYSE:
         return await analysis.reanalyse(incident_id=data.incident_id, actor=actor)
+    if data.action is CardAction.SILENCE:
+        return await silences.silence_incident(incident_id=data.incident_id, actor=actor)
     if data.action is CardAction.DETAILS:
         return await chat.details(incident_id=data.incident_id, actor=actor)
     return await chat.history(incident_id=data.incident_id, actor=actor)

@@ -2,42 +2,34 @@
 
 from __future__ import annotations
 
-import re
-
 from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import Message
 
-from handlers.telegram.common import actor_of, target_of
+from handlers.telegram.common import actor_of, message_ref, target_of
 from services.approvals import ApprovalService
 from services.chat import ChatService, result_context
 from services.errors import IncidentNotFound, InvalidIncidentRef
 from services.manual import ManualProposals
-from services.queries import parse_incident_ref
-
-_RUN_REF = re.compile(r"^(?:inc-?\d{1,12}|#\d{1,12})$", re.IGNORECASE)  # not a bare number: kubectl takes those
-
-
-def _reply_to(message: Message) -> str:
-    return str(message.message_id)
+from services.queries import EXPLICIT_REF, parse_incident_ref
 
 
 async def on_start_command(message: Message, chat: ChatService) -> None:
-    await chat.start(actor_of(message.from_user, message.chat), reply_to=_reply_to(message))
+    await chat.start(actor_of(message.from_user, message.chat), reply_to=message_ref(message))
 
 
 async def on_help_command(message: Message, chat: ChatService) -> None:
-    await chat.say(target_of(message.chat), "help", reply_to=_reply_to(message))
+    await chat.say(target_of(message.chat), "help", reply_to=message_ref(message))
 
 
 async def on_incidents_command(message: Message, chat: ChatService) -> None:
-    await chat.incidents(actor_of(message.from_user, message.chat), reply_to=_reply_to(message))
+    await chat.incidents(actor_of(message.from_user, message.chat), reply_to=message_ref(message))
 
 
 async def on_incident_command(
     message: Message, command: CommandObject, chat: ChatService, approvals: ApprovalService
 ) -> None:
-    target, reply_to = target_of(message.chat), _reply_to(message)
+    target, reply_to = target_of(message.chat), message_ref(message)
     name = command.command.lower()
     ref_text, _, rest = (command.args or "").strip().partition(" ")
     if not ref_text:
@@ -62,11 +54,11 @@ async def on_incident_command(
 
 async def on_run_command(message: Message, command: CommandObject, chat: ChatService, manual: ManualProposals) -> None:
     """/run <command> [INC-12]: the incident may come first or last, written INC-12 or #12."""
-    target, reply_to = target_of(message.chat), _reply_to(message)
+    target, reply_to = target_of(message.chat), message_ref(message)
     words = (command.args or "").split()
     incident_id = None
     for position in (0, -1):
-        if words and _RUN_REF.match(words[position]):
+        if words and EXPLICIT_REF.match(words[position]):
             incident_id = parse_incident_ref(words.pop(position))
             break
     if not words:
@@ -86,7 +78,7 @@ async def on_unknown_command(message: Message, chat: ChatService, bot: Bot) -> N
     _, _, addressee = command.partition("@")
     if addressee and addressee.lower() != ((await bot.me()).username or "").lower():
         return  # a command for another bot in the same group
-    await chat.say(target_of(message.chat), "error", {"code": "unknown_command", "command": command}, reply_to=_reply_to(message))
+    await chat.say(target_of(message.chat), "error", {"code": "unknown_command", "command": command}, reply_to=message_ref(message))
 
 
 def build_router() -> Router:

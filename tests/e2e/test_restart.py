@@ -94,7 +94,7 @@ async def test_after_restart_updates_thread_under_the_original_card(
         await app.start()
         await post(app, fixture("01-firing-one-alert.json"))
         [card] = await eventually(lambda: card_sends(bot_api, "INC-1"), timeout=20)
-        card_id = bot_api.sent_messages(CHAT_ID)[0]["message_id"]
+        card_id = next(m["message_id"] for m in bot_api.sent_messages(CHAT_ID) if m.get("reply_markup"))
         # Kill once the card's message id is stored. (Killed between Telegram's answer and that commit, the
         # card would be sent again after the restart: delivery is at-least-once, never at-most-once.)
         await eventually(lambda: card_refs(app), timeout=20)
@@ -135,7 +135,7 @@ async def test_kill_during_a_command_reports_it_interrupted_and_never_reruns_it(
         await app.start()
         await post(app, fixture("01-firing-one-alert.json"))
         [card] = await eventually(lambda: card_sends(bot_api, "INC-1"), timeout=20)
-        card_id = bot_api.sent_messages(CHAT_ID)[0]["message_id"]
+        card_id = next(m["message_id"] for m in bot_api.sent_messages(CHAT_ID) if m.get("reply_markup"))
         approve = card["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
         bot_api.inject_callback(CHAT_ID, APPROVER, card_id, approve, username="alice")
         await eventually(lambda: kubectl.calls_matching("rollout restart"), timeout=20)  # the command is running

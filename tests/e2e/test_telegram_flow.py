@@ -37,11 +37,11 @@ async def test_alert_becomes_one_card_with_proposal_and_buttons(app: AppUnderTes
     assert "INC-1" in text and "DiskFull" in text
     assert "kubectl" in text and "rules" in text
     buttons = [b["text"] for row in sends[0].params["reply_markup"]["inline_keyboard"] for b in row]
-    assert buttons == ["✅ Approve", "❌ Reject", "🔍 Details", "🔄 Re-analyse", "📜 History"]
+    assert buttons == ["✅ Approve", "❌ Reject", "🔍 Details", "🔄 Re-analyse", "📜 History", "🔕 Silence 1h"]
     [menu] = await bot_api.wait_for("setMyCommands")
     assert [c["command"] for c in menu.params["commands"]] == [
-        "incidents", "status", "approve", "reject", "run", "audit", "summary", "ask", "kb", "note", "playbooks", "start",
-        "help",
+        "incidents", "status", "approve", "reject", "run", "audit", "summary", "ask", "kb", "note", "playbooks", "report",
+        "postmortem", "silence", "silences", "unsilence", "start", "help",
     ]
 
 
@@ -69,7 +69,7 @@ async def test_approve_button_edits_card_and_threads_reply(app: AppUnderTest, bo
     assert "Approved by @alice" in reply[0].params["text"]
     edited = bot_api.messages[CHAT_ID][card["message_id"]]
     labels = [b["text"] for row in edited["reply_markup"]["inline_keyboard"] for b in row]
-    assert labels == ["🔍 Details", "📜 History"]
+    assert labels == ["🔍 Details", "📜 History", "🔕 Silence 1h"]  # still firing: it may still be silenced
     # the default executor is the dry run: the approved command is recorded and threaded, nothing runs
     await eventually(lambda: "DRY RUN done" in bot_api.messages[CHAT_ID][card["message_id"]]["text"])
     await eventually(lambda: any("DRY RUN" in m["text"] and "Would run" in m["text"]

@@ -166,7 +166,7 @@ async def test_mention_shows_the_incident_as_a_card_and_a_click_approves_it(
         card = reply["template_card"]
         assert reply["msgtype"] == "template_card" and card["card_type"] == "button_interaction"
         assert "INC-1" in card["main_title"]["title"] and card["task_id"].startswith("INC-1-")
-        assert [b["key"] for b in card["button_list"]] == ["approve", "reject", "details"]
+        assert [b["key"] for b in card["button_list"]] == ["approve", "reject", "details", "silence"]
 
         answer = opened(crypto, await post_callback(app, *sealed(crypto, click(card["task_id"], "approve"))))
         assert answer["response_type"] == "update_template_card"
@@ -223,7 +223,7 @@ async def test_unknown_users_and_commands_get_clear_answers(tmp_path: Path, cryp
         assert "dance" in unknown["markdown"]["content"]
         bad = opened(crypto, await post_callback(app, *sealed(crypto, mention("@alertpilot status INC-x"))))
         assert "INC-x" in bad["markdown"]["content"]
-        later = opened(crypto, await post_callback(app, *sealed(crypto, mention("@alertpilot silence INC-1 1h"))))
+        later = opened(crypto, await post_callback(app, *sealed(crypto, mention("@alertpilot kb disk full"))))
         assert "Telegram group for now" in later["markdown"]["content"]
         listing = opened(crypto, await post_callback(app, *sealed(crypto, mention("/incidents"))))
         assert "INC-1" in listing["markdown"]["content"]

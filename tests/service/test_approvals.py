@@ -80,7 +80,7 @@ async def test_reject_records_reason_on_card(world: World) -> None:
     assert result.outcome is Outcome.REJECTED
     card = await world.queries.card(incident_id)
     assert card.proposal is not None and card.proposal.decision_reason == "disk is being migrated"
-    assert [a.value for a in card.actions] == ["details", "history"]
+    assert [a.value for a in card.actions] == ["details", "history", "silence"]  # firing still
 
 
 async def test_late_click_on_resolved_incident_is_polite_noop(world: World) -> None:

@@ -112,5 +112,7 @@ def test_callbacks_card_keyboard_labels_come_from_strings(labels: dict[str, str]
     assert labels["reject"] == "❌ Reject"
     custom = {a.value: f"[{a.value}]" for a in CardAction}
     rows = card_keyboard(card(tuple(CardAction)), custom).inline_keyboard
-    assert [b.text for row in rows for b in row] == ["[approve]", "[reject]", "[details]", "[reanalyse]", "[history]"]
+    assert [b.text for row in rows for b in row] == [
+        "[approve]", "[reject]", "[details]", "[reanalyse]", "[history]", "[silence]"
+    ]
     assert all(a in DECISION_ACTIONS for a in (A.APPROVE, A.REJECT))

@@ -41,6 +41,7 @@ from storage.tables import (
     ProposalState,
 )
 from tests.fakes.botapi import EntityParseError, parse_telegram_html
+from tests.unit.test_render_schedule import SCHEDULE_PLAUSIBLE
 
 CREATED = datetime(2026, 11, 24, 0, 30, tzinfo=UTC)  # 08:30 in Asia/Taipei
 HOSTILE = '<placeholder> & "quotes" </b> \'apos\' <code>x</code> &amp;'
@@ -369,10 +370,10 @@ A = CardAction
     ("incident", "proposal", "expected"),
     [
         pytest.param(
-            {}, {"state": ProposalState.PENDING}, (A.APPROVE, A.REJECT, A.DETAILS, A.REANALYSE, A.HISTORY), id="pending-firing"
+            {}, {"state": ProposalState.PENDING}, (A.APPROVE, A.REJECT, A.DETAILS, A.REANALYSE, A.HISTORY, A.SILENCE), id="pending-firing"
         ),
-        pytest.param({}, {"state": ProposalState.APPROVED}, (A.DETAILS, A.HISTORY), id="approved"),
-        pytest.param({}, {"state": ProposalState.REJECTED}, (A.DETAILS, A.HISTORY), id="rejected"),
+        pytest.param({}, {"state": ProposalState.APPROVED}, (A.DETAILS, A.HISTORY, A.SILENCE), id="approved"),
+        pytest.param({}, {"state": ProposalState.REJECTED}, (A.DETAILS, A.HISTORY, A.SILENCE), id="rejected"),
         pytest.param(
             {"status": IncidentStatus.RESOLVED, "resolved_at": CREATED + timedelta(minutes=5)},
             {"state": ProposalState.PENDING},
@@ -385,13 +386,15 @@ A = CardAction
             (A.DETAILS, A.HISTORY),
             id="resolved-expired",
         ),
-        pytest.param({"needs_analysis": True}, None, (A.DETAILS, A.HISTORY), id="analysing"),
-        pytest.param({"needs_analysis": False}, None, (A.DETAILS, A.REANALYSE, A.HISTORY), id="no-proposal-idle"),
-        pytest.param({}, {"state": ProposalState.EXECUTING}, (A.DETAILS, A.HISTORY), id="executing"),
-        pytest.param({}, {"state": ProposalState.SUCCEEDED}, (A.DETAILS, A.HISTORY), id="succeeded-firing"),
-        pytest.param({}, {"state": ProposalState.FAILED}, (A.DETAILS, A.REANALYSE, A.HISTORY), id="failed"),
-        pytest.param({}, {"state": ProposalState.ROLLED_BACK}, (A.DETAILS, A.REANALYSE, A.HISTORY), id="rolled-back"),
-        pytest.param({}, {"state": ProposalState.INTERRUPTED}, (A.DETAILS, A.REANALYSE, A.HISTORY), id="interrupted"),
+        pytest.param({"muted": True}, {"state": ProposalState.PENDING}, (A.APPROVE, A.REJECT, A.DETAILS, A.REANALYSE, A.HISTORY),
+                     id="muted"),  # silenced already: no 🔕 button
+        pytest.param({"needs_analysis": True}, None, (A.DETAILS, A.HISTORY, A.SILENCE), id="analysing"),
+        pytest.param({"needs_analysis": False}, None, (A.DETAILS, A.REANALYSE, A.HISTORY, A.SILENCE), id="no-proposal-idle"),
+        pytest.param({}, {"state": ProposalState.EXECUTING}, (A.DETAILS, A.HISTORY, A.SILENCE), id="executing"),
+        pytest.param({}, {"state": ProposalState.SUCCEEDED}, (A.DETAILS, A.HISTORY, A.SILENCE), id="succeeded-firing"),
+        pytest.param({}, {"state": ProposalState.FAILED}, (A.DETAILS, A.REANALYSE, A.HISTORY, A.SILENCE), id="failed"),
+        pytest.param({}, {"state": ProposalState.ROLLED_BACK}, (A.DETAILS, A.REANALYSE, A.HISTORY, A.SILENCE), id="rolled-back"),
+        pytest.param({}, {"state": ProposalState.INTERRUPTED}, (A.DETAILS, A.REANALYSE, A.HISTORY, A.SILENCE), id="interrupted"),
         pytest.param(
             {"status": IncidentStatus.RESOLVED, "resolved_at": CREATED + timedelta(minutes=9)},
             {"state": ProposalState.FAILED},
@@ -780,6 +783,7 @@ PLAUSIBLE: dict[str, list[dict[str, Any]]] = {
          "summary": "", "root_cause": "", "source": None, "model": None, "command": "", "proposal_state": None,
          "decided_by": None, "events": [], "notes": [], "ai_failure": None},
     ],
+    **SCHEDULE_PLAUSIBLE,  # report, postmortem, silence, silences, reminder (built from the scheduled services)
 }
 
 TEMPLATES = sorted(p.name.removesuffix(".html.j2") for p in (TEMPLATES_DIR / "telegram").glob("*.html.j2") if not p.name.startswith("_"))
