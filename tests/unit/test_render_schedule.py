@@ -668,7 +668,7 @@ def test_render_schedule_silence_removed_and_expired(renderer: Renderer) -> None
         assert "None of its incidents is still firing." in text
 
 
-SILENCE_USAGE = "Usage: /silence <service | label=value …> <duration> [reason]"
+SILENCE_USAGE = "Usage: /silence <service | label=value … | INC-12> <duration> [reason]"
 EXAMPLES = "e.g. /silence checkout 2h deploy or /silence namespace=prod alertname=HighLatency 30m"
 
 
@@ -852,7 +852,7 @@ def test_render_schedule_wecom_no_longer_sends_the_new_commands_to_telegram(rend
 def test_render_schedule_help_lists_the_new_commands(renderer: Renderer) -> None:
     telegram_text, wecom_text = both(renderer, "help", {})
     for line in ("/report [today|yesterday|7d] — ", "/postmortem INC-12 — ",
-                 "/silence <service | label=value …> <duration> [reason] — ", "/silences — ", "/unsilence <id> — "):
+                 "/silence <service | label=value … | INC-12> <duration> [reason] — ", "/silences — ", "/unsilence <id> — "):
         assert line in telegram_text
         assert line.removeprefix("/").replace("<", "＜").replace(">", "＞") in wecom_text
     assert "🔕 Silence 1h" in telegram_text and "🔕 Silence 1h" in wecom_text

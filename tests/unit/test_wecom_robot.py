@@ -115,6 +115,15 @@ async def test_wecom_bad_parameter_40058_is_retried_once_as_text(gateway: WeComR
     assert text.body["text"]["mentioned_list"] == ["lisi"]
 
 
+async def test_wecom_per_channel_mentions_take_the_wecom_ids(gateway: WeComRobotGateway, wecom: FakeWeCom) -> None:
+    """A reminder's context goes to every card chat with the approvers of each channel; WeCom mentions its own."""
+    wecom.fail_next(40058)
+    context = {"ref": "INC-12", "minutes": 14, "at": SINCE.isoformat(), "mentions": {"telegram": ["111"], "wecom": ["lisi"]}}
+    await gateway.send_message(CHAT, "resolved", context, reply_to=None)
+    _, text = wecom.sends
+    assert text.body["text"]["mentioned_list"] == ["lisi"]
+
+
 async def test_wecom_bad_parameter_twice_fails(gateway: WeComRobotGateway, wecom: FakeWeCom) -> None:
     wecom.fail_next(40058, times=2)
     with pytest.raises(PermanentDeliveryError, match="40058"):
