@@ -39,6 +39,7 @@ from tests.harness import (
 
 # 08:00:30 in Asia/Taipei, the default report time and zone; the host's zone does not matter.
 REPORT_TIME = datetime(2026, 11, 24, 0, 0, 30, tzinfo=UTC)
+STARTED = datetime(2026, 11, 24, 5, 6, 48, tzinfo=UTC)
 
 
 class Clock:
@@ -140,16 +141,20 @@ async def test_report_command_answers_on_demand(app: AppUnderTest, bot_api: Fake
     assert usage.params["reply_parameters"]["message_id"]
 
 
-async def test_postmortem_is_threaded_under_the_card_once(tmp_path: Path, bot_api: FakeBotAPI) -> None:
-    start = datetime(2026, 11, 24, 5, 6, 48, tzinfo=UTC)
-    clock = Clock(start)
+async def with_a_card(tmp_path: Path, bot_api: FakeBotAPI) -> tuple[AppUnderTest, Clock, dict]:
+    """The app on a clock at STARTED, with INC-1 (DiskFull, awaiting one approver) on its card."""
+    clock = Clock(STARTED)
     app = await start_app(app_settings(tmp_path, bot_api=bot_api.base_url), clock=clock)
+    await bot_api.wait_for("getUpdates")
+    await app.post_alerts(alert_at(STARTED))
+    return app, clock, (await eventually(lambda: cards(bot_api)))[0]
+
+
+async def test_postmortem_is_threaded_under_the_card_once(tmp_path: Path, bot_api: FakeBotAPI) -> None:
+    app, clock, card = await with_a_card(tmp_path, bot_api)
     try:
-        await bot_api.wait_for("getUpdates")
-        await app.post_alerts(alert_at(start))
-        card = (await eventually(lambda: cards(bot_api)))[0]
         clock.advance(minutes=25)
-        await app.post_alerts(alert_at(start, ends=clock.now))
+        await app.post_alerts(alert_at(STARTED, ends=clock.now))
         await eventually(lambda: any("resolved" in m["text"].lower() for m in replies_to(bot_api, card["message_id"])))
         jobs = app.app[JOBS]
         await asyncio.gather(jobs.postmortems_due(), jobs.postmortems_due())
@@ -165,13 +170,8 @@ async def test_postmortem_is_threaded_under_the_card_once(tmp_path: Path, bot_ap
 
 
 async def test_reminder_then_escalation(tmp_path: Path, bot_api: FakeBotAPI) -> None:
-    start = datetime(2026, 11, 24, 5, 6, 48, tzinfo=UTC)
-    clock = Clock(start)
-    app = await start_app(app_settings(tmp_path, bot_api=bot_api.base_url), clock=clock)
+    app, clock, card = await with_a_card(tmp_path, bot_api)
     try:
-        await bot_api.wait_for("getUpdates")
-        await app.post_alerts(alert_at(start))
-        card = (await eventually(lambda: cards(bot_api)))[0]
         jobs = app.app[JOBS]
         clock.advance(minutes=10)
         await jobs.approval_reminders()
