@@ -68,6 +68,7 @@ from services.reminders import ReminderService
 from services.reports import ReportService
 from services.reviews import GitOpsReviews
 from services.silences import SilenceService
+from services.sources.credentials import DEFAULT_SOURCE, InvalidSources, Source, load_sources
 from storage.clock import Clock, utcnow
 from storage.db import Database
 
@@ -135,7 +136,10 @@ async def _running(
         card_targets = [CONSOLE_TARGET]
         gateways.append(ConsoleGateway(renderer, console))
 
-    notifier = Notifier(card_targets, outbox_wakeup)
+    routes = settings.route_list
+    sources = (Source(name=DEFAULT_SOURCE, token=token), *source_specs(settings))  # checked by serve()
+    routed = [c for r in routes for c in r.chats] + [c for s in sources for c in s.chats]
+    notifier = Notifier(card_targets, outbox_wakeup, routed=routed)
     queries = IncidentQueries(db)
     counters = Metrics()
     knowledge = KnowledgeService(db, clock, roles)
@@ -169,7 +173,8 @@ async def _running(
     )
     learning = LearningService(knowledge)
     incidents = IncidentService(
-        db, notifier, clock, analysis_wakeup, learning, postmortem_after=timedelta(minutes=settings.postmortem_min_minutes)
+        db, notifier, clock, analysis_wakeup, learning, postmortem_after=timedelta(minutes=settings.postmortem_min_minutes),
+        routes=routes,
     )
     failures = FailureNotifier(
         db, notifier, advisor, clock, targets=settings.failure_notify_targets, channels=[g.channel for g in gateways],
@@ -237,7 +242,7 @@ async def _running(
             queries=queries, renderer=renderer, clock=clock, silences=silences, reports=reports, postmortems=postmortems,
         )
     app[DEPS] = HttpDeps(db=db, incidents=deps.incidents, queries=queries, ingest_token=token, telegram_state=deps.telegram_state,
-                           metrics=counters)
+                         metrics=counters, sources=sources, clock=clock)
 
     limits = {
         "telegram": ChannelLimits(settings.chat_rate_per_second, settings.group_rate_per_minute, settings.bot_rate_per_second),
@@ -348,10 +353,10 @@ def banner_text(settings: Settings, banner: Banner, base_url: str) -> str:
     return "\n".join(
         [
             "alertpilot is running",
-            f"  listening on   {base_url}  (POST /webhooks/alertmanager · GET /api/incidents · GET /healthz"
+            f"  listening on   {base_url}  (POST /webhooks/alertmanager|grafana|generic · GET /api/incidents · GET /healthz"
             f"{' · POST /wecom/callback' if settings.wecom_crypto is not None else ''})",
             f"  database       {settings.database_url_display}",
-            f"  ingest token   {banner.token}  ({origin})",
+            f"  ingest token   {banner.token}  ({origin}){sources_text(settings)}",
             f"  telegram       {telegram}",
             f"  wecom          {wecom_text(settings)}",
             f"  decisions      {decisions_text(settings)}",
@@ -412,6 +417,24 @@ def decisions_text(settings: Settings) -> str:
     return f"{playbooks}{model}rules, within {settings.decision_sla_seconds:g} s"
 
 
+def sources_text(settings: Settings) -> str:
+    try:
+        names = [s.name for s in source_specs(settings)]
+    except InvalidSources:
+        return ""
+    return f"; sources {', '.join(names)}" if names else ""
+
+
+def source_specs(settings: Settings) -> list[Source]:
+    """The alert sources of ALERTPILOT_SOURCES / ALERTPILOT_SOURCES_FILE. Raises InvalidSources."""
+    text = settings.sources.get_secret_value() if settings.sources is not None else None
+    sources = load_sources(text, settings.sources_file, chat=settings.chat_target)
+    ingest = settings.ingest_token.get_secret_value() if settings.ingest_token is not None else None
+    if ingest is not None and any(s.token == ingest for s in sources):
+        raise InvalidSources("a source's token is ALERTPILOT_INGEST_TOKEN: give each source its own")
+    return sources
+
+
 def playbook_specs(settings: Settings) -> list[PlaybookSpec] | None:
     """The playbooks of ALERTPILOT_PLAYBOOKS_FILE (None when unset). Raises InvalidPlaybooks."""
     if settings.playbooks_file is None:
@@ -445,6 +468,11 @@ async def serve(settings: Settings) -> int:
         playbook_specs(settings)
     except InvalidPlaybooks as exc:
         print(f"alertpilot: ALERTPILOT_PLAYBOOKS_FILE: {exc}", file=sys.stderr)
+        return 2
+    try:
+        source_specs(settings)
+    except InvalidSources as exc:
+        print(f"alertpilot: {exc}", file=sys.stderr)
         return 2
     problem = check_executor(settings)
     if problem is not None:

@@ -23,6 +23,7 @@ from services.failures import (
 from services.policy import RemediationPolicy
 from services.ports import ChatTarget
 from services.roles import RoleMap, parse_roles
+from services.routing import Route
 from services.safety import NamespacePolicy
 from services.schedule import parse_hhmm
 
@@ -77,6 +78,9 @@ class Settings(BaseSettings):
     ai_timeout_seconds: float = Field(default=20.0, gt=0, le=600)
     decision_sla_seconds: float = Field(default=30.0, gt=0, le=3600)
     playbooks_file: str | None = None
+    # Alert sources beside the default (ALERTPILOT_INGEST_TOKEN): JSON here, or a YAML file (services/sources/credentials.py)
+    sources: SecretStr | None = None
+    sources_file: str | None = None
 
     # The remediation policy (services/safety.py): which tools may run, which namespaces weigh more, auto mode.
     allowed_tools: str = "kubectl"
@@ -108,6 +112,8 @@ class Settings(BaseSettings):
     # time, to the report chats (tg:<chat id>, wecom:<robot key>; unset: the card chats).
     daily_report_time: str = "08:00"
     report_chats: str = ""
+    # Incident routing (services/routing.py): "team=payments -> tg:-100123, wecom:<key>; env=staging -> tg:-100999"
+    routes: str = ""
     report_grace_minutes: int = Field(default=360, ge=0, le=1440)  # a missed report is sent this late at most
     weekly_digest: bool = True
     postmortem_min_minutes: int = Field(default=10, ge=0, le=10080)
@@ -238,13 +244,14 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("telegram_token", "ingest_token", "ai_api_key", "gitops_token", "wecom_bot_token",
-                     "wecom_bot_aes_key", mode="before")
+                     "wecom_bot_aes_key", "sources", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator(
-        "telegram_chat_id", "ai_base_url", "ai_model", "playbooks_file", "gitops_provider", "gitops_url", "gitops_repo",
+        "telegram_chat_id", "ai_base_url", "ai_model", "playbooks_file", "sources_file", "gitops_provider", "gitops_url",
+        "gitops_repo",
         "kubeconfig", "kube_context", mode="before",
     )
     @classmethod
@@ -334,23 +341,55 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _report_chats_known(self) -> Settings:
         for item in (i for i in self.report_chats.split(",") if i):
-            platform, _, ident = item.partition(":")
-            if platform == "tg" and self.telegram_token is None:
-                raise ValueError(f"ALERTPILOT_REPORT_CHATS: {item} needs Telegram (set ALERTPILOT_TELEGRAM_TOKEN)")
-            if platform == "wecom" and ident not in self.wecom_keys:
-                raise ValueError("ALERTPILOT_REPORT_CHATS: a wecom: entry must be one of ALERTPILOT_WECOM_WEBHOOK_KEYS")
+            self.chat_target(item, "ALERTPILOT_REPORT_CHATS")
         return self
+
+    def chat_target(self, item: str, setting: str) -> ChatTarget:
+        """``tg:<chat id>`` or ``wecom:<robot key>`` as a chat; ValueError naming ``setting`` when this
+        configuration cannot post there."""
+        item = item.strip()
+        platform, _, ident = item.partition(":")
+        if platform == "tg" and re.fullmatch(r"-?\d{1,20}", ident):
+            if self.telegram_token is None:
+                raise ValueError(f"{setting}: {item} needs Telegram (set ALERTPILOT_TELEGRAM_TOKEN)")
+            return ChatTarget("telegram", ident)
+        if platform == "wecom" and ident:
+            if ident not in self.wecom_keys:
+                raise ValueError(f"{setting}: a wecom: entry must be one of ALERTPILOT_WECOM_WEBHOOK_KEYS")
+            return ChatTarget("wecom", robot_id(ident))
+        raise ValueError(f"{setting}: not a chat: {item[:40]!r} (tg:<chat id> or wecom:<robot webhook key>)")
 
     @property
     def report_targets(self) -> list[ChatTarget] | None:
         """The report chats, or None for the default (the card chats)."""
-        targets = []
-        for item in (i for i in self.report_chats.split(",") if i):
-            platform, _, ident = item.partition(":")
-            target = ChatTarget("telegram", ident) if platform == "tg" else ChatTarget("wecom", robot_id(ident))
-            if target not in targets:
-                targets.append(target)
-        return targets or None
+        targets = [self.chat_target(i, "ALERTPILOT_REPORT_CHATS") for i in self.report_chats.split(",") if i]
+        return list(dict.fromkeys(targets)) or None
+
+    @model_validator(mode="after")
+    def _routes_valid(self) -> Settings:
+        self.route_list  # noqa: B018 - raises ValueError naming the bad route
+        return self
+
+    @property
+    def route_list(self) -> list[Route]:
+        """ALERTPILOT_ROUTES: ``label=value [label=value …] -> chat, chat; …`` (``→`` works too)."""
+        routes = []
+        for number, text in enumerate((r for r in self.routes.split(";") if r.strip()), start=1):
+            left, arrow, right = text.replace("→", "->").partition("->")
+            where = f"ALERTPILOT_ROUTES: route {number}"
+            matchers = {}
+            for word in left.split():
+                label, equals, value = word.partition("=")
+                if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", label) or not value:
+                    raise ValueError(f"{where}: {word[:40]!r} is not label=value")
+                matchers[label] = value
+            if not arrow or not matchers:
+                raise ValueError(f"{where}: expected 'label=value … -> tg:<chat id>, wecom:<robot key>'")
+            chats = [self.chat_target(c, where) for c in right.split(",") if c.strip()]
+            if not chats:
+                raise ValueError(f"{where}: no chat after '->'")
+            routes.append(Route(matchers, tuple(dict.fromkeys(chats))))
+        return routes
 
     @property
     def report_time(self) -> time:

@@ -44,7 +44,7 @@ class ChatService:
 
     async def start(self, actor: Actor, *, reply_to: str | None) -> None:
         role = self._roles.role_of(actor.id)
-        configured = any(t == actor.target for t in self._notify.card_targets)
+        configured = actor.target in self._notify.all_card_targets
         await self.say(
             actor.target,
             "start",
@@ -55,7 +55,7 @@ class ChatService:
     def may_read(self, actor: Actor) -> bool:
         """Members of a card chat see the cards anyway; elsewhere (a DM, another group) reading incidents
         needs at least the viewer role."""
-        return actor.target in self._notify.card_targets or self._roles.allows(actor.id, Role.VIEWER)
+        return actor.target in self._notify.all_card_targets or self._roles.allows(actor.id, Role.VIEWER)
 
     async def refuse_read(self, actor: Actor, ref: str = "", *, reply_to: str | None) -> None:
         await self.say(actor.target, "action_result", refusal(ref), reply_to=reply_to)
@@ -139,7 +139,7 @@ class ChatService:
     async def report(self, actor: Actor, result: ActionResult, *, reply_to: str | None) -> None:
         """Answer a command's outcome. A successful decision made in a card chat already shows as a threaded
         reply under the card, so it is not repeated there."""
-        if result.ok and actor.target in self._notify.card_targets:
+        if result.ok and actor.target in self._notify.all_card_targets:
             return
         await self.say(actor.target, "action_result", result_context(result), reply_to=reply_to)
 

@@ -4,6 +4,7 @@ incident is open, resolve the incident when its last alert resolves. One transac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ import structlog
 from services.ingest_model import AlertBatch, IncomingAlert, IngestResult
 from services.matchers import first_match
 from services.notify import Notifier, Wakeup
+from services.routing import Route, route_for, stored_chats
 from storage.clock import Clock
 from storage.db import Database
 from storage.errors import WriteConflict
@@ -73,9 +75,12 @@ class IncidentService:
         learning: LearningService,
         *,
         postmortem_after: timedelta | None = None,
+        routes: Sequence[Route] = (),
     ) -> None:
         """``postmortem_after``: an incident that lasted at least this long gets an automatic postmortem when
-        it resolves (None: never)."""
+        it resolves (None: never). ``routes``: the chats of incidents whose source has none of its own
+        (services/routing.py; no match: the default card chats)."""
+        self._routes = tuple(routes)
         self._db, self._notify, self._now, self._analysis_wakeup = db, notifier, clock, analysis_wakeup
         self._learning, self._postmortem_after = learning, postmortem_after
 
@@ -240,6 +245,7 @@ class IncidentService:
                 service=pick_service(labels) or pick_service(alert.labels),
                 namespace=labels.get("namespace") or alert.labels.get("namespace", ""),
                 common_labels=dict(labels),
+                chats=stored_chats(batch.chats or route_for(self._routes, {**alert.labels, **labels})),
                 created_at=now,
                 started_at=_clamp(min((a.starts_at for a in batch.alerts if a.starts_at), default=now), now - MAX_AGE, now),
                 updated_at=now,
@@ -311,6 +317,7 @@ class IncidentService:
             starts_at=alert.starts_at,
             ends_at=alert.ends_at if alert.status == AlertStatus.RESOLVED else None,
             generator_url=alert.generator_url,
+            links=dict(alert.links) or None,
             first_seen=now,
             last_seen=now,
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from services.ports import ChatTarget
+
 
 @dataclass(frozen=True)
 class IncomingAlert:
@@ -15,6 +17,8 @@ class IncomingAlert:
     starts_at: datetime | None
     ends_at: datetime | None
     generator_url: str = ""
+    # Links a source gives beside the generator URL, shown on the card: {"dashboard": …, "panel": …, "silence": …}
+    links: dict[str, str] = field(default_factory=dict)
 
     @property
     def alertname(self) -> str:
@@ -33,6 +37,7 @@ class AlertBatch:
     common_annotations: dict[str, str] = field(default_factory=dict)
     external_url: str = ""
     truncated_alerts: int = 0
+    chats: tuple[ChatTarget, ...] = ()  # the source's own chats for new incidents (empty: by the routes)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from services.ports import ChatTarget
+from services.routing import chats_of
 from storage.repos import Tx
 from storage.tables import Outbox, OutboxKind
 
@@ -53,16 +54,23 @@ class Wakeup:
 
 
 class Notifier:
-    def __init__(self, card_targets: Sequence[ChatTarget], wakeup: Wakeup) -> None:
+    def __init__(self, card_targets: Sequence[ChatTarget], wakeup: Wakeup, *, routed: Sequence[ChatTarget] = ()) -> None:
+        """``card_targets``: where cards go by default; ``routed``: the chats routes and sources may send an
+        incident's card to instead (services/routing.py)."""
         self.card_targets = tuple(card_targets)
+        self.all_card_targets = tuple(dict.fromkeys([*self.card_targets, *routed]))
         self._wakeup = wakeup
 
     def wake(self) -> None:
         self._wakeup.set()
 
+    async def targets_of(self, tx: Tx, incident_id: int) -> tuple[ChatTarget, ...]:
+        """The chats of this incident's card and thread: its routed chats, or the default card chats."""
+        return chats_of(await tx.incidents.chats_of(incident_id)) or self.card_targets
+
     async def card(self, tx: Tx, incident_id: int, now: datetime, *, not_before: datetime | None = None) -> None:
-        """Make the incident's card in every card chat reflect current state (send, or edit in place)."""
-        for target in self.card_targets:
+        """Make the incident's card in every chat of the incident reflect current state (send, or edit in place)."""
+        for target in await self.targets_of(tx, incident_id):
             await tx.outbox.enqueue(
                 Outbox(
                     channel=target.channel,
@@ -92,7 +100,7 @@ class Notifier:
         ``max_attempts``/``fallback``: give up after that many sends and queue the fallback message
         (``{"template": …, "context": …}``) instead (default: retried until delivered)."""
         queued = False
-        for target in targets if targets is not None else self.card_targets:
+        for target in targets if targets is not None else await self.targets_of(tx, incident_id):
             queued = await tx.outbox.enqueue(
                 Outbox(
                     channel=target.channel,

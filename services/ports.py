@@ -89,6 +89,7 @@ class IncidentCard:
     analysing: bool
     proposal: ProposalView | None
     actions: tuple[CardAction, ...]
+    links: tuple[tuple[str, str], ...] = ()  # (kind, url): the source's dashboard, panel… (http(s) only)
 
 
 def card_version(card: IncidentCard) -> str:

@@ -162,7 +162,7 @@ class PostmortemService:
             if not await tx.postmortems.finish(postmortem_id, self._owner, now, context["narrative_model"]):
                 return 0  # our claim went stale and someone else sent it
             await tx.timeline.add(incident_id=incident_id, at=now, kind="postmortem", model=context["narrative_model"])
-            cards = [t for t in self._notify.card_targets]
+            cards = await self._notify.targets_of(tx, incident_id)
             await self._notify.thread(tx, incident_id, "postmortem", context, now, targets=cards, dedup_key=key,
                                       max_attempts=SEND_ATTEMPTS, fallback=fallback)
             for target in self.targets:

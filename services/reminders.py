@@ -101,9 +101,10 @@ class ReminderService:
         incident, context = await self._context(tx, proposal, now)
         await tx.timeline.add(incident_id=incident.id, at=now, kind="escalated", proposal_id=proposal.id)
         context = {**context, "escalation": True}
+        cards = await self._notify.targets_of(tx, proposal.incident_id)
         for target in self.escalate_to:
             key = f"escalation:{proposal.id}:{target.channel}:{target.chat_id}"
-            if target in self._notify.card_targets:
+            if target in cards:
                 await self._notify.thread(tx, proposal.incident_id, "reminder", context, now, targets=[target], dedup_key=key)
             else:
                 await self._notify.answer(tx, target, "reminder", context, now, incident_id=proposal.incident_id,

@@ -145,7 +145,24 @@ def build_card(
         analysing=incident.needs_analysis and incident.status == IncidentStatus.FIRING,
         proposal=None if proposal is None else proposal_view(proposal, approved_by, execution),
         actions=card_actions(incident, proposal),
+        links=card_links(alerts),
     )
+
+
+LINK_KINDS = ("dashboard", "panel")  # shown on the card, in this order
+LINK_MAX = 500
+
+
+def card_links(alerts: Sequence[Alert]) -> tuple[tuple[str, str], ...]:
+    """The dashboard and panel links of the incident's first alert that has any (firing ones first)."""
+    for alert in sorted(alerts, key=lambda a: a.status != "firing"):
+        links = alert.links or {}
+        found = tuple((kind, links[kind]) for kind in LINK_KINDS
+                      if isinstance(links.get(kind), str) and links[kind].startswith(("https://", "http://"))
+                      and len(links[kind]) <= LINK_MAX)
+        if found:
+            return found
+    return ()
 
 
 def execution_view(e: Execution) -> ExecutionView:

@@ -186,6 +186,11 @@ class IncidentRepo:
         )
         return result.rowcount == 1
 
+    async def chats_of(self, incident_id: int) -> list[str] | None:
+        """The incident's routed chats ("telegram:-100123"), or None for the default card chats."""
+        found = (await self._s.execute(select(Incident.chats).where(Incident.id == incident_id))).scalar_one_or_none()
+        return list(found) if found else None
+
     async def muted_of(self, incident_ids: Iterable[int]) -> set[int]:
         ids = list(incident_ids)
         if not ids:

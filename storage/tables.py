@@ -119,6 +119,7 @@ class Incident(SQLModel, table=True):
     # Added with silences: the silence that matched when the incident opened (no card while it lasts).
     silence_id: int | None = Field(default=None, index=True)
     muted: bool | None = None  # True while that silence lasts (None on rows from before silences: not muted)
+    chats: list[str] | None = Field(default=None, sa_column=Column(JSON))  # routed: ["telegram:-100123", …]; None: default
 
 
 class Alert(SQLModel, table=True):
@@ -135,6 +136,7 @@ class Alert(SQLModel, table=True):
     starts_at: datetime | None = ts(nullable=True)
     ends_at: datetime | None = ts(nullable=True)
     generator_url: str = ""
+    links: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))  # {"dashboard": url, "panel": url, …}
     first_seen: datetime = ts(index=True)  # the reports count alerts by it
     last_seen: datetime = ts()
     repeat_count: int = 0  # re-notifications of this alert after the first

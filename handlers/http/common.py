@@ -11,6 +11,8 @@ from aiohttp import web
 from services.incidents import IncidentService
 from services.metrics import Metrics
 from services.queries import IncidentQueries
+from services.sources.credentials import Source
+from storage.clock import Clock
 from storage.db import Database
 
 
@@ -21,9 +23,11 @@ class HttpDeps:
     db: Database
     incidents: IncidentService
     queries: IncidentQueries
-    ingest_token: str
+    ingest_token: str  # the read API's token (and the default source's)
     telegram_state: str
     metrics: Metrics
+    sources: tuple[Source, ...]  # who may post alerts: the default source first
+    clock: Clock
 
 
 DEPS: web.AppKey[HttpDeps] = web.AppKey("deps", HttpDeps)
@@ -42,9 +46,10 @@ def authorized(request: web.Request, token: str) -> bool:
     return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-def unauthorized() -> web.Response:
-    return web.json_response(
-        {"error": "missing or wrong bearer token (Authorization: Bearer <ALERTPILOT_INGEST_TOKEN>)"},
-        status=401,
-        headers={"WWW-Authenticate": 'Bearer realm="alertpilot"'},
-    )
+def unauthorized(reason: str = "") -> web.Response:
+    """401 for the read API (no reason: its bearer token) or for an alert source (the reason it failed)."""
+    if reason:
+        message = f"{reason} (sources: ALERTPILOT_SOURCES; the default: Authorization: Bearer <ALERTPILOT_INGEST_TOKEN>)"
+    else:
+        message = "missing or wrong bearer token (Authorization: Bearer <ALERTPILOT_INGEST_TOKEN>)"
+    return web.json_response({"error": message}, status=401, headers={"WWW-Authenticate": 'Bearer realm="alertpilot"'})

@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bot.cli import send_test_alert
 from tests.harness import AppUnderTest, app_settings, eventually, fixture, start_app
-
-
-@pytest.fixture
-async def plain_app(tmp_path: Path) -> AsyncIterator[AppUnderTest]:
-    """The app without Telegram (console channel), as `make run` starts it on a fresh machine."""
-    running = await start_app(app_settings(tmp_path))
-    try:
-        yield running
-    finally:
-        await running.stop()
 
 
 async def test_ingress_requires_the_bearer_token(plain_app: AppUnderTest) -> None:
@@ -76,7 +65,7 @@ async def test_ingress_acknowledged_alert_is_stored_and_readable(plain_app: AppU
     response = await plain_app.post_alerts(fixture("02-firing-two-alerts.json"))
     assert response.status_code == 200
     assert response.json() == {
-        "status": "ok", "accepted": 2, "new": 2, "repeats": 0, "resolved": 0, "incidents": ["INC-1"],
+        "status": "ok", "source": "default", "accepted": 2, "new": 2, "repeats": 0, "resolved": 0, "incidents": ["INC-1"],
     }
     alerts = (await plain_app.get("/api/alerts", fingerprint="228efb633186ea1c")).json()
     assert alerts["total"] == 1 and alerts["items"][0]["labels"]["instance"] == "db-2"

@@ -12,6 +12,7 @@ import pytest
 
 from services.errors import InvalidPayload
 from services.sources.alertmanager import parse_alertmanager, parse_time
+from tests.unit.mutate import del_at, set_at
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "alertmanager"
 GROUP_KEY = '{}:{alertname="DiskFull"}'
@@ -95,54 +96,32 @@ def _drop(key: str) -> Any:
     return mutate
 
 
-def _set(path: tuple[Any, ...], value: Any) -> Any:
-    def mutate(body: dict[str, Any]) -> Any:
-        target: Any = body
-        for step in path[:-1]:
-            target = target[step]
-        target[path[-1]] = value
-        return body
-
-    return mutate
-
-
-def _del(path: tuple[Any, ...]) -> Any:
-    def mutate(body: dict[str, Any]) -> Any:
-        target: Any = body
-        for step in path[:-1]:
-            target = target[step]
-        del target[path[-1]]
-        return body
-
-    return mutate
-
-
 @pytest.mark.parametrize(
     ("mutate", "field"),
     [
         pytest.param(_drop("version"), "version", id="missing-version"),
-        pytest.param(_set(("version",), "3"), "version", id="version-3"),
+        pytest.param(set_at(("version",), "3"), "version", id="version-3"),
         pytest.param(_drop("receiver"), "receiver", id="missing-receiver"),
-        pytest.param(_set(("receiver",), 7), "receiver", id="receiver-not-string"),
+        pytest.param(set_at(("receiver",), 7), "receiver", id="receiver-not-string"),
         pytest.param(_drop("groupKey"), "groupKey", id="missing-groupKey"),
         pytest.param(_drop("status"), "status", id="missing-status"),
         pytest.param(_drop("alerts"), "alerts", id="missing-alerts"),
-        pytest.param(_set(("alerts",), {"0": {}}), "alerts", id="alerts-not-a-list"),
-        pytest.param(_set(("alerts",), []), "alerts", id="alerts-empty"),
-        pytest.param(_del(("alerts", 1, "labels")), "alerts[1].labels", id="labels-missing"),
-        pytest.param(_del(("alerts", 0, "labels", "alertname")), "alerts[0].labels.alertname", id="alertname-missing"),
-        pytest.param(_set(("alerts", 0, "labels", "alertname"), ""), "alerts[0].labels.alertname", id="alertname-empty"),
-        pytest.param(_set(("alerts", 0, "labels", "severity"), 3), "alerts[0].labels.severity", id="label-is-number"),
-        pytest.param(_set(("alerts", 0, "startsAt"), "yesterday"), "alerts[0].startsAt", id="bad-startsAt"),
-        pytest.param(_set(("alerts", 0, "startsAt"), "2026-13-45T05:06:48Z"), "alerts[0].startsAt", id="impossible-date"),
-        pytest.param(_del(("alerts", 0, "startsAt")), "alerts[0].startsAt", id="missing-startsAt"),
-        pytest.param(_set(("alerts", 1, "endsAt"), 12345), "alerts[1].endsAt", id="endsAt-not-string"),
-        pytest.param(_set(("alerts", 1, "status"), "pending"), "alerts[1].status", id="alert-status-pending"),
-        pytest.param(_set(("status",), "pending"), "status", id="group-status-pending"),
-        pytest.param(_set(("alerts", 0), "not an object"), "alerts[0]", id="alert-not-object"),
-        pytest.param(_set(("truncatedAlerts",), -1), "truncatedAlerts", id="negative-truncated"),
-        pytest.param(_set(("alerts", 0, "fingerprint"), 42), "alerts[0].fingerprint", id="fingerprint-number"),
-        pytest.param(_set(("commonLabels",), ["x"]), "commonLabels", id="commonLabels-list"),
+        pytest.param(set_at(("alerts",), {"0": {}}), "alerts", id="alerts-not-a-list"),
+        pytest.param(set_at(("alerts",), []), "alerts", id="alerts-empty"),
+        pytest.param(del_at(("alerts", 1, "labels")), "alerts[1].labels", id="labels-missing"),
+        pytest.param(del_at(("alerts", 0, "labels", "alertname")), "alerts[0].labels.alertname", id="alertname-missing"),
+        pytest.param(set_at(("alerts", 0, "labels", "alertname"), ""), "alerts[0].labels.alertname", id="alertname-empty"),
+        pytest.param(set_at(("alerts", 0, "labels", "severity"), 3), "alerts[0].labels.severity", id="label-is-number"),
+        pytest.param(set_at(("alerts", 0, "startsAt"), "yesterday"), "alerts[0].startsAt", id="bad-startsAt"),
+        pytest.param(set_at(("alerts", 0, "startsAt"), "2026-13-45T05:06:48Z"), "alerts[0].startsAt", id="impossible-date"),
+        pytest.param(del_at(("alerts", 0, "startsAt")), "alerts[0].startsAt", id="missing-startsAt"),
+        pytest.param(set_at(("alerts", 1, "endsAt"), 12345), "alerts[1].endsAt", id="endsAt-not-string"),
+        pytest.param(set_at(("alerts", 1, "status"), "pending"), "alerts[1].status", id="alert-status-pending"),
+        pytest.param(set_at(("status",), "pending"), "status", id="group-status-pending"),
+        pytest.param(set_at(("alerts", 0), "not an object"), "alerts[0]", id="alert-not-object"),
+        pytest.param(set_at(("truncatedAlerts",), -1), "truncatedAlerts", id="negative-truncated"),
+        pytest.param(set_at(("alerts", 0, "fingerprint"), 42), "alerts[0].fingerprint", id="fingerprint-number"),
+        pytest.param(set_at(("commonLabels",), ["x"]), "commonLabels", id="commonLabels-list"),
         pytest.param(lambda body: [body], "body", id="body-is-a-list"),
     ],
 )
