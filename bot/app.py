@@ -357,6 +357,7 @@ def banner_text(settings: Settings, banner: Banner, base_url: str) -> str:
             f"{' · POST /wecom/callback' if settings.wecom_crypto is not None else ''})",
             f"  database       {settings.database_url_display}",
             f"  ingest token   {banner.token}  ({origin}){sources_text(settings)}",
+            *([f"  routes         {routes_text(settings)}"] if settings.routes else []),
             f"  telegram       {telegram}",
             f"  wecom          {wecom_text(settings)}",
             f"  decisions      {decisions_text(settings)}",
@@ -423,6 +424,13 @@ def sources_text(settings: Settings) -> str:
     except InvalidSources:
         return ""
     return f"; sources {', '.join(names)}" if names else ""
+
+
+def routes_text(settings: Settings) -> str:
+    return "; ".join(
+        f"{' '.join(f'{k}={v}' for k, v in r.matchers.items())} → {', '.join(f'{c.channel}:{c.chat_id}' for c in r.chats)}"
+        for r in settings.route_list
+    ) + "; anything else → the card chats"
 
 
 def source_specs(settings: Settings) -> list[Source]:

@@ -317,3 +317,24 @@ def test_banner_names_the_wecom_callback_and_robots_when_configured() -> None:
     assert "robot-key-0001" not in text and "kubectl with the default kubeconfig" in text
     plain = banner_text(load_settings(_env_file=None), Banner(token="t", token_generated=False, card_targets=()), "u")
     assert "/wecom/callback" not in plain and "dry run" in plain
+
+
+def test_banner_names_the_sources_and_routes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = load_settings(
+        _env_file=None, telegram_token="123:ABC", routes="team=payments -> tg:-100123",
+        sources='[{"name": "ci", "hmac_secret": "ci-hmac-secret-0123456789", "kinds": ["generic"]}]',
+    )
+    text = banner_text(settings, Banner(token="t", token_generated=False, card_targets=()), "http://127.0.0.1:8080")
+    assert "; sources ci" in text and "ci-hmac-secret" not in text
+    assert "routes         team=payments → telegram:-100123; anything else → the card chats" in text
+    assert "/webhooks/alertmanager|grafana|generic" in text
+
+
+async def test_serve_refuses_bad_sources_with_the_setting_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = load_settings(_env_file=None, database_url=f"sqlite+aiosqlite:///{tmp_path}/a.db",
+                             sources='[{"name": "ci", "token": "short"}]')
+    assert await serve(settings) == 2
+    err = capsys.readouterr().err
+    assert "ALERTPILOT_SOURCES: sources[0] (ci).token: must be 16-512" in err and "short" not in err  # not echoed
