@@ -372,11 +372,17 @@ class Settings(BaseSettings):
 
     @property
     def route_list(self) -> list[Route]:
-        """ALERTPILOT_ROUTES: ``label=value [label=value …] -> chat, chat; …`` (``→`` works too)."""
-        routes = []
+        """ALERTPILOT_ROUTES: ``[name:] label=value [label=value …] -> chat, chat; …`` (``→`` works too; an
+        unnamed route is ``route<n>``)."""
+        routes: list[Route] = []
         for number, text in enumerate((r for r in self.routes.split(";") if r.strip()), start=1):
             left, arrow, right = text.replace("→", "->").partition("->")
             where = f"ALERTPILOT_ROUTES: route {number}"
+            named = re.match(r"\s*([a-z0-9][a-z0-9_-]{0,39})\s*:\s", left)
+            name = named.group(1) if named else f"route{number}"
+            left = left[named.end():] if named else left
+            if any(r.name == name for r in routes):
+                raise ValueError(f"{where}: the name {name!r} is used twice")
             matchers = {}
             for word in left.split():
                 label, equals, value = word.partition("=")
@@ -388,7 +394,7 @@ class Settings(BaseSettings):
             chats = [self.chat_target(c, where) for c in right.split(",") if c.strip()]
             if not chats:
                 raise ValueError(f"{where}: no chat after '->'")
-            routes.append(Route(matchers, tuple(dict.fromkeys(chats))))
+            routes.append(Route(matchers, tuple(dict.fromkeys(chats)), name))
         return routes
 
     @property

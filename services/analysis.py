@@ -257,7 +257,7 @@ class AnalysisService:
             if incident is None:
                 raise IncidentNotFound(ref)
             proposal = await tx.proposals.current(incident_id)
-            if not self._roles.allows(actor.id, Role.OPERATOR, namespace=incident.namespace or None):
+            if not self._roles.allows(actor.id, Role.OPERATOR, namespace=incident.namespace or None, route=incident.route):
                 await tx.timeline.add(incident_id=incident_id, at=now, kind="reanalyse_refused", actor=actor.id, name=actor.name)
                 result = ActionResult(Outcome.NOT_ALLOWED, ref, needed_role=Role.OPERATOR.name.lower())
             elif incident.status == IncidentStatus.RESOLVED:

@@ -87,7 +87,7 @@ class ApprovalService:
                 raise IncidentNotFound(ref)
             proposal = await tx.proposals.current(incident_id)
             namespace = action_namespace(incident, proposal)
-            if not self._roles.allows(actor.id, Role.APPROVER, namespace=namespace):
+            if not self._roles.allows(actor.id, Role.APPROVER, namespace=namespace, route=incident.route):
                 await tx.timeline.add(
                     incident_id=incident_id, at=now, kind="decision_refused", actor=actor.id, action=verb, name=actor.name
                 )

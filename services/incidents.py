@@ -232,6 +232,7 @@ class IncidentService:
             return existing
         labels = batch.common_labels or alert.labels
         annotations = batch.common_annotations or alert.annotations
+        route = None if batch.chats else route_for(self._routes, {**alert.labels, **labels})
         incident = await tx.incidents.add(
             Incident(
                 status=IncidentStatus.FIRING,
@@ -245,7 +246,8 @@ class IncidentService:
                 service=pick_service(labels) or pick_service(alert.labels),
                 namespace=labels.get("namespace") or alert.labels.get("namespace", ""),
                 common_labels=dict(labels),
-                chats=stored_chats(batch.chats or route_for(self._routes, {**alert.labels, **labels})),
+                chats=stored_chats(route.chats if route else batch.chats),
+                route=route.name if route else (batch.route or None),
                 created_at=now,
                 started_at=_clamp(min((a.starts_at for a in batch.alerts if a.starts_at), default=now), now - MAX_AGE, now),
                 updated_at=now,

@@ -38,6 +38,7 @@ class AlertBatch:
     external_url: str = ""
     truncated_alerts: int = 0
     chats: tuple[ChatTarget, ...] = ()  # the source's own chats for new incidents (empty: by the routes)
+    route: str = ""  # the route those chats are (the source's name)
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,8 @@ class ManualProposals:
             namespace = (ALL_NAMESPACES if spec.get("all_namespaces") else spec.get("namespace")) or (
                 incident.namespace if incident is not None else None
             ) or None
-            if not self._roles.allows(actor.id, Role.OPERATOR, namespace=namespace):
+            route = incident.route if incident is not None else None
+            if not self._roles.allows(actor.id, Role.OPERATOR, namespace=namespace, route=route):
                 if incident is not None:
                     await tx.timeline.add(incident_id=incident.id, at=now, kind="run_refused", actor=actor.id,
                                           name=actor.name, command=clip(command, 300))

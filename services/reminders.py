@@ -29,10 +29,10 @@ MENTIONS_MAX = 10
 PLATFORMS = {"tg": "telegram", "wecom": "wecom"}
 
 
-def approver_mentions(roles: RoleMap, namespace: str | None) -> dict[str, list[str]]:
+def approver_mentions(roles: RoleMap, namespace: str | None, route: str | None = None) -> dict[str, list[str]]:
     """The ids to @mention per channel: ``{"telegram": ["111"], "wecom": ["alice"]}``."""
     found: dict[str, list[str]] = {"telegram": [], "wecom": []}
-    for actor in roles.holders(Role.APPROVER, namespace=namespace):
+    for actor in roles.holders(Role.APPROVER, namespace=namespace, route=route):
         platform, _, ident = actor.partition(":")
         if platform in PLATFORMS and len(found[PLATFORMS[platform]]) < MENTIONS_MAX:
             found[PLATFORMS[platform]].append(ident)
@@ -89,7 +89,7 @@ class ReminderService:
             "signed": len(signed),
             "waiting_minutes": max(0, round((now - proposal.created_at).total_seconds() / 60)),
             "firing_minutes": max(0, round((now - started_of(incident)).total_seconds() / 60)),
-            "mentions": approver_mentions(self._roles, action_namespace(incident, proposal)),
+            "mentions": approver_mentions(self._roles, action_namespace(incident, proposal), incident.route),
         }
 
     async def _remind(self, tx: Tx, proposal: Proposal, now: datetime) -> None:

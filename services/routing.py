@@ -1,6 +1,7 @@
 """Routing: which chats an incident's card and thread go to. A source with its own chats sends its incidents
 there; otherwise the first route whose label matchers all hold for the incident's labels
-(``ALERTPILOT_ROUTES``: ``team=payments -> tg:-100123, wecom:<key>; env=staging -> tg:-100999``); otherwise
+(``ALERTPILOT_ROUTES``: ``payments: team=payments -> tg:-100123, wecom:<key>; env=staging -> tg:-100999``,
+a route named ``route<n>`` unless it has a name); otherwise
 the default card chats. Pure: the composition root parses the chats, IncidentService stores the choice on
 the incident (so it survives restarts and replicas), the Notifier reads it."""
 
@@ -16,14 +17,15 @@ from services.ports import ChatTarget
 class Route:
     matchers: dict[str, str]
     chats: tuple[ChatTarget, ...]
+    name: str = ""  # what roles name in @route:<name> (a source with its own chats is a route of its name)
 
 
-def route_for(routes: Sequence[Route], labels: dict[str, str]) -> tuple[ChatTarget, ...]:
-    """The chats of the first route that matches ``labels`` (empty: the default card chats)."""
+def route_for(routes: Sequence[Route], labels: dict[str, str]) -> Route | None:
+    """The first route that matches ``labels`` (None: the default card chats)."""
     for route in routes:
         if all(labels.get(name) == value for name, value in route.matchers.items()):
-            return route.chats
-    return ()
+            return route
+    return None
 
 
 def stored_chats(chats: Sequence[ChatTarget]) -> list[str] | None:

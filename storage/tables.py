@@ -120,6 +120,7 @@ class Incident(SQLModel, table=True):
     silence_id: int | None = Field(default=None, index=True)
     muted: bool | None = None  # True while that silence lasts (None on rows from before silences: not muted)
     chats: list[str] | None = Field(default=None, sa_column=Column(JSON))  # routed: ["telegram:-100123", …]; None: default
+    route: str | None = None  # the route (or source) that chose those chats; roles may be limited to it
 
 
 class Alert(SQLModel, table=True):

@@ -267,9 +267,10 @@ def for_source(batch: AlertBatch, source: Source) -> AlertBatch:
     """The batch as this source's: its default labels on every alert that lacks them, its chats, and (for a
     named source) its name in the receiver, so two sources' groups and fingerprints never collide."""
     if source.is_default:
-        return batch if not source.chats else replace(batch, chats=source.chats)
+        return batch if not source.chats else replace(batch, chats=source.chats, route=source.name)
     alerts = [replace(a, labels={**source.labels, **a.labels}) for a in batch.alerts]
     # a source label is common unless an alert says otherwise
     common = {k: v for k, v in source.labels.items() if all(a.labels.get(k, v) == v for a in batch.alerts)}
     return replace(batch, receiver=f"{source.name}/{batch.receiver}", alerts=alerts,
-                   common_labels={**common, **batch.common_labels}, chats=source.chats)
+                   common_labels={**common, **batch.common_labels}, chats=source.chats,
+                   route=source.name if source.chats else "")

@@ -15,7 +15,18 @@ import pytest
 from services.sources.credentials import sign
 from tests.e2e.test_telegram_flow import cards
 from tests.fakes.botapi import FakeBotAPI
-from tests.harness import APPROVER, CHAT_ID, ROOT, TOKEN, AppUnderTest, app_settings, eventually, fixture, start_app
+from tests.harness import (
+    APPROVER,
+    APPROVER2,
+    CHAT_ID,
+    ROOT,
+    TOKEN,
+    AppUnderTest,
+    app_settings,
+    eventually,
+    fixture,
+    start_app,
+)
 
 FIXTURES = ROOT / "tests" / "fixtures"
 NOW = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
@@ -125,10 +136,12 @@ PAYMENTS_CHAT, CI_CHAT = -1009990001, -1009990002
 
 async def test_incidents_go_to_their_source_or_route_chats(tmp_path: Path, bot_api: FakeBotAPI) -> None:
     """The ci source has its own chat; team=payments alerts go by ALERTPILOT_ROUTES; the rest to the default chat.
-    Follow-ups (approval, resolution) thread under the card in the incident's chat, and its buttons work there."""
+    Follow-ups (approval, resolution) thread under the card in the incident's chat, and its buttons work there,
+    for an approver limited to that route; elsewhere that approver is refused."""
     sources = [{**SOURCES[1], "chats": [f"tg:{CI_CHAT}"]}, SOURCES[0]]
     settings = app_settings(tmp_path, bot_api=bot_api.base_url, sources=json.dumps(sources),
-                            routes=f"team=payments -> tg:{PAYMENTS_CHAT}; env=nowhere -> tg:-100123")
+                            routes=f"payments: team=payments -> tg:{PAYMENTS_CHAT}; env=nowhere -> tg:-100123",
+                            roles=f"tg:{APPROVER}=approver@route:payments,tg:{APPROVER2}=approver")
     app = await start_app(settings, clock=Clock())
     try:
         await bot_api.wait_for("getUpdates")
@@ -155,5 +168,10 @@ async def test_incidents_go_to_their_source_or_route_chats(tmp_path: Path, bot_a
         await bot_api.wait_for("sendMessage", predicate=lambda r: r.params.get("chat_id") == PAYMENTS_CHAT
                                and "Approved by @alice" in r.params["text"])
         assert not any("Approved by" in m["text"] for m in bot_api.sent_messages(CHAT_ID))
+        other = cards_in(CHAT_ID)[0]
+        approve = other["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+        bot_api.inject_callback(CHAT_ID, APPROVER, other["message_id"], approve, username="alice")
+        refused = await bot_api.wait_for("answerCallbackQuery", predicate=lambda r: "not allowed" in r.params["text"])
+        assert refused[0].params["show_alert"] == "true"
     finally:
         await app.stop()

@@ -9,6 +9,7 @@ import pytest
 from bot.chat.wecom import robot_id
 from bot.settings import SettingsError, load_settings
 from services.ports import ChatTarget
+from services.roles import ALL_NAMESPACES, Role, parse_roles
 from services.routing import Route, chats_of, route_for, stored_chats
 from services.sources.credentials import InvalidSources, load_sources
 
@@ -26,9 +27,10 @@ def configured(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 def test_routes_parse_in_order_with_both_arrows(configured: pytest.MonkeyPatch) -> None:
-    configured.setenv("ALERTPILOT_ROUTES", f"team=payments env=prod -> tg:-100123, wecom:{KEY}; env=staging → tg:-100999")
+    configured.setenv("ALERTPILOT_ROUTES", f"payments: team=payments env=prod -> tg:-100123, wecom:{KEY}; env=staging → tg:-100999")
     routes = load_settings().route_list
-    assert routes == [Route({"team": "payments", "env": "prod"}, (PAYMENTS, ROBOT)), Route({"env": "staging"}, (STAGING,))]
+    assert routes == [Route({"team": "payments", "env": "prod"}, (PAYMENTS, ROBOT), "payments"),
+                      Route({"env": "staging"}, (STAGING,), "route2")]
     assert KEY not in repr(routes)  # robots are known by their digest
 
 
@@ -41,6 +43,7 @@ def test_routes_parse_in_order_with_both_arrows(configured: pytest.MonkeyPatch) 
         ("team=a -> tg:-1; team=b ->", "route 2: no chat after '->'"),
         ("team=a -> slack:#ops", "route 1: not a chat: 'slack:#ops'"),
         ("team=a -> wecom:not-a-configured-key", "must be one of ALERTPILOT_WECOM_WEBHOOK_KEYS"),
+        ("a: team=a -> tg:-1; a: team=b -> tg:-2", "route 2: the name 'a' is used twice"),
     ],
 )
 def test_bad_routes_name_the_route(configured: pytest.MonkeyPatch, value: str, problem: str) -> None:
@@ -57,13 +60,29 @@ def test_a_telegram_route_needs_telegram(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_the_first_matching_route_wins() -> None:
-    routes = [Route({"team": "payments", "env": "prod"}, (PAYMENTS,)), Route({"env": "staging"}, (STAGING,)),
-              Route({"team": "payments"}, (ROBOT,))]
-    assert route_for(routes, {"team": "payments", "env": "prod", "alertname": "X"}) == (PAYMENTS,)
-    assert route_for(routes, {"team": "payments", "env": "staging"}) == (STAGING,)
-    assert route_for(routes, {"team": "payments"}) == (ROBOT,)
-    assert route_for(routes, {"team": "search"}) == ()  # the default card chats
-    assert route_for([], {"team": "payments"}) == ()
+    routes = [Route({"team": "payments", "env": "prod"}, (PAYMENTS,), "a"), Route({"env": "staging"}, (STAGING,), "b"),
+              Route({"team": "payments"}, (ROBOT,), "c")]
+    assert route_for(routes, {"team": "payments", "env": "prod", "alertname": "X"}) is routes[0]
+    assert route_for(routes, {"team": "payments", "env": "staging"}) is routes[1]
+    assert route_for(routes, {"team": "payments"}) is routes[2]
+    assert route_for(routes, {"team": "search"}) is None  # the default card chats
+    assert route_for([], {"team": "payments"}) is None
+
+
+def test_roles_limited_to_routes() -> None:
+    roles = parse_roles("tg:1=approver@route:payments,tg:2=approver@prod|route:payments,tg:3=approver@prod,tg:4=approver")
+    # an incident of route payments: the route's approvers, whatever the namespace
+    assert [a for a in roles.roles if roles.allows(a, Role.APPROVER, namespace="prod", route="payments")] == \
+        ["tg:1", "tg:2", "tg:3", "tg:4"]
+    assert roles.holders(Role.APPROVER, namespace="staging", route="payments") == ["tg:1", "tg:2", "tg:4"]
+    # another route, or none: a route-limited role does not cover it; a namespace-limited one by its namespace
+    assert roles.holders(Role.APPROVER, namespace="prod", route="search") == ["tg:2", "tg:3", "tg:4"]
+    assert roles.holders(Role.APPROVER, namespace=None, route="search") == ["tg:3", "tg:4"]
+    assert roles.holders(Role.APPROVER, namespace="prod") == ["tg:2", "tg:3", "tg:4"]
+    assert roles.holders(Role.APPROVER) == ["tg:1", "tg:2", "tg:3", "tg:4"]  # no incident: no limit applies
+    assert roles.holders(Role.APPROVER, namespace=ALL_NAMESPACES, route="payments") == ["tg:1", "tg:2", "tg:4"]
+    with pytest.raises(ValueError, match="route:<name>"):
+        parse_roles("tg:1=approver@route:")
 
 
 def test_stored_chats_round_trip() -> None:
