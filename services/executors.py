@@ -118,8 +118,10 @@ class SubprocessExecutor:
     name = "kubectl"
     dry_run = False
 
-    def __init__(self, *, kubectl: str = "kubectl", kubeconfig: str | None = None, context: str | None = None) -> None:
+    def __init__(self, *, kubectl: str = "kubectl", kubeconfig: str | None = None, context: str | None = None,
+                 excerpt_head: int = EXCERPT_HEAD, excerpt_tail: int = EXCERPT_TAIL) -> None:
         self._kubectl, self._kubeconfig, self._context = kubectl, kubeconfig, context
+        self._head, self._tail = excerpt_head, excerpt_tail  # how much output a result keeps (see ``excerpt``)
 
     def command_line(self, argv: tuple[str, ...]) -> tuple[str, ...]:
         """The argv as it will be executed."""
@@ -173,8 +175,8 @@ class SubprocessExecutor:
         return CommandResult(
             argv=line,
             exit_code=None if timed_out else process.returncode,
-            stdout=excerpt(_decode(out)),
-            stderr=excerpt(stderr),
+            stdout=excerpt(_decode(out), self._head, self._tail),
+            stderr=excerpt(stderr, self._head, self._tail),
             duration_ms=_ms(started),
             timed_out=timed_out,
         )

@@ -7,6 +7,7 @@ model into its platform's message through templates/<channel>/*.j2.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -174,17 +175,61 @@ class ProposalDraft:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One function call the model asked for, parsed and checked by the client.
+
+    ``arguments`` is the parsed JSON object. When the model sent something unusable (not JSON, not an object,
+    over the size cap, no name, a tool that was not offered) ``error`` says what and ``arguments`` is empty:
+    never run such a call; answer it with ``result_message(<the error>)`` so the model may try again.
+    ``raw_arguments`` is what the model sent, cut to the cap (for logs)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    error: str | None = None
+    raw_arguments: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def request_part(self) -> dict[str, Any]:
+        """This call as it goes back to the model inside the assistant message (``tool_calls[i]``). A call
+        whose arguments were unusable is echoed with ``{}`` so that strict servers accept the history."""
+        arguments = json.dumps(self.arguments, ensure_ascii=False) if self.ok else "{}"
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": arguments}}
+
+    def result_message(self, content: str) -> dict[str, Any]:
+        """The ``role: tool`` message answering this call (every call of a reply needs one)."""
+        return {"role": "tool", "tool_call_id": self.id, "content": content}
+
+
+@dataclass(frozen=True)
 class ModelReply:
     """One chat completion. ``response_format`` says which structured-output mode the server accepted:
     ``json_schema``, ``json_object``, or ``prompt`` (none: the prompt alone asks for JSON) — ``text`` when
-    no structure was requested."""
+    no structure was requested, ``tools`` for ``complete_with_tools``.
+
+    Only ``complete_with_tools`` fills ``tool_calls`` (in the model's order, at most the client's cap;
+    ``dropped_tool_calls`` counts the ones over it). Then ``text`` may be empty: the model wants tool results
+    before it answers."""
 
     text: str
     model: str
     response_format: str
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    finish_reason: str | None = None  # "length" means the answer was cut off
+    finish_reason: str | None = None  # "length" means the answer was cut off; "tool_calls" asks for results
+    tool_calls: tuple[ToolCall, ...] = ()
+    dropped_tool_calls: int = 0
+
+    def assistant_message(self) -> dict[str, Any]:
+        """This reply as the ``role: assistant`` message to append to the conversation before the tool
+        results (``ToolCall.result_message``) and the next ``complete_with_tools``."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.text or None}
+        if self.tool_calls:
+            message["tool_calls"] = [call.request_part() for call in self.tool_calls]
+        return message
 
 
 class ChatModel(Protocol):
@@ -195,6 +240,32 @@ class ChatModel(Protocol):
 
     async def complete(
         self, messages: list[dict[str, str]], *, json_schema: dict[str, Any] | None = None, max_tokens: int = 800
+    ) -> ModelReply: ...
+
+
+class ToolChatModel(ChatModel, Protocol):
+    """A ChatModel that can also offer tools (OpenAI ``tools`` / ``tool_calls``). A caller runs the loop::
+
+        reply = await model.complete_with_tools(messages, tools)
+        while reply.tool_calls:
+            messages.append(reply.assistant_message())
+            messages += [call.result_message(run(call) if call.ok else call.error) for call in reply.tool_calls]
+            reply = await model.complete_with_tools(messages, tools)   # tools=[]: forces a final answer
+
+    Raises what ``complete`` raises; a server that cannot do tools raises a ModelError whose ``reason`` is
+    ``"tools_unsupported"`` (then fall back to the single-shot prompt). ``supports_tools`` is None until the
+    server has answered a request with tools, then True or False (False: later calls raise at once)."""
+
+    @property
+    def supports_tools(self) -> bool | None: ...
+
+    async def complete_with_tools(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        *,
+        max_tokens: int = 800,
+        tool_choice: str | dict[str, Any] = "auto",
     ) -> ModelReply: ...
 
 

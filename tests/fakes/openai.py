@@ -34,9 +34,32 @@ else as ``json.dumps(obj)``. ``reject_formats({"json_schema"})`` makes the fake 
 ``response_format.type`` is in the set, without consuming the queue (a server without structured output).
 ``fake.usage`` goes into non-stream answers and the last stream chunk (``None`` leaves it out).
 
+Tools (OpenAI ``tools`` / ``tool_calls``) — a tool loop is scripted turn by turn::
+
+    fake.reply_tool_calls(tool_call("kubectl_logs", {"namespace": "prod", "pod": "api-1"}))   # turn 1
+    fake.reply_text("final answer")                                                            # turn 2
+    ...
+    assert fake.tool_results()[call_id] == "<the output the client sent back>"
+
+    tool_call(name, arguments, id=None)   one call: ``arguments`` a dict (sent as JSON) or a str sent as is
+                                          (garbage such as '{"pod": ', for malformed-argument tests)
+    fake.reply_tool_calls(*calls, content=None, stream=False, chunks=3, interleave=False)
+                                          an assistant message with ``tool_calls`` (finish_reason "tool_calls");
+                                          ``stream`` answers SSE deltas: per call a first fragment with id and
+                                          name, then the arguments in ``chunks`` pieces (``interleave``
+                                          alternates the calls' fragments, so only ``index`` tells them apart)
+    fake.reject_tools()                   answer 400 "… does not support tools" (Ollama's words) to every
+                                          request that has ``tools``, without consuming the queue
+
+The fake checks a tool conversation the way OpenAI does and answers 400 (``Call.answer == "bad_request"``)
+when a tool definition is malformed, a ``role: tool`` message answers no preceding ``tool_calls`` id, or an
+assistant message's ``tool_calls`` are not all answered before the next non-tool message
+(``fake.check_tool_messages = False`` turns this off).
+
 Inspection: ``fake.requests`` (parsed JSON bodies of chat-completion requests, in order), ``fake.calls``
 (every request with path, headers and what was answered), ``fake.response_formats()``,
-``await fake.wait_for_requests(n, timeout)``.
+``fake.offered_tools(i)`` (the tool names request ``i`` offered), ``fake.tool_results(i)`` (its ``role: tool``
+messages as ``{tool_call_id: content}``), ``await fake.wait_for_requests(n, timeout)``.
 """
 
 from __future__ import annotations
@@ -53,7 +76,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["VALID_PROPOSAL", "Call", "FakeOpenAI", "Reply"]
+__all__ = ["VALID_PROPOSAL", "Call", "FakeOpenAI", "Reply", "tool_call"]
 
 VALID_PROPOSAL: dict[str, Any] = {
     "root_cause": "The api deployment's pods are crash-looping after the last rollout.",
@@ -70,6 +93,11 @@ def _as_content(obj: Any) -> str:
     return obj if isinstance(obj, str) else json.dumps(obj)
 
 
+def tool_call(name: str, arguments: dict[str, Any] | str, *, id: str | None = None) -> dict[str, Any]:
+    """One scripted tool call: ``arguments`` a dict (sent as its JSON) or a str sent as is (e.g. garbage)."""
+    return {"id": id, "name": name, "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)}
+
+
 @dataclass(frozen=True)
 class Reply:
     """One scripted answer. Build it with the class methods."""
@@ -83,6 +111,8 @@ class Reply:
     chunks: int = 4
     finish_reason: str | None = "stop"
     stream_usage: bool = True
+    tool_calls: tuple[dict[str, Any], ...] = ()  # tool_call(...) dicts
+    interleave: bool = False  # stream: alternate the calls' argument fragments
 
     @classmethod
     def json(cls, obj: Any, *, finish_reason: str | None = "stop") -> Reply:
@@ -95,6 +125,25 @@ class Reply:
     @classmethod
     def slow(cls, seconds: float, obj: Any, *, finish_reason: str | None = "stop") -> Reply:
         return cls("content", content=_as_content(obj), delay=seconds, finish_reason=finish_reason)
+
+    @classmethod
+    def with_tool_calls(
+        cls,
+        *calls: dict[str, Any],
+        content: str | None = None,
+        stream: bool = False,
+        chunks: int = 3,
+        interleave: bool = False,
+        finish_reason: str | None = "tool_calls",
+    ) -> Reply:
+        return cls(
+            "stream" if stream else "content",
+            content=content,
+            chunks=max(1, chunks),
+            finish_reason=finish_reason,
+            tool_calls=tuple(calls),
+            interleave=interleave,
+        )
 
     @classmethod
     def http_status(cls, status: int, body: str | dict[str, Any] = "") -> Reply:
@@ -145,11 +194,14 @@ class FakeOpenAI(LoopbackServer):
         self.default: Any = copy.deepcopy(VALID_PROPOSAL)
         self.usage: dict[str, int] | None = {"prompt_tokens": 120, "completion_tokens": 40}
         self.rejected_formats: set[str] = set()
+        self.tools_rejection: str | None = None  # set by reject_tools(): the 400 message
+        self.check_tool_messages = True
         self.requests: list[dict[str, Any]] = []
         self.calls: list[Call] = []
 
         self._queue: deque[Reply] = deque()
         self._ids = 0
+        self._call_ids = 0
         self._requests_event = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -195,6 +247,26 @@ class FakeOpenAI(LoopbackServer):
     ) -> None:
         self.reply(Reply.stream(obj, chunks=chunks, finish_reason=finish_reason, usage=usage), times=times)
 
+    def reply_tool_calls(
+        self,
+        *calls: dict[str, Any],
+        content: str | None = None,
+        stream: bool = False,
+        chunks: int = 3,
+        interleave: bool = False,
+        finish_reason: str | None = "tool_calls",
+        times: int = 1,
+    ) -> None:
+        """Answer with an assistant message asking for ``calls`` (build each with ``tool_call``)."""
+        reply = Reply.with_tool_calls(
+            *calls, content=content, stream=stream, chunks=chunks, interleave=interleave, finish_reason=finish_reason
+        )
+        self.reply(reply, times=times)
+
+    def reject_tools(self, message: str | None = None) -> None:
+        """Answer 400 to every request that offers ``tools`` (a server or model without tool calling)."""
+        self.tools_rejection = message or f"registry.ollama.ai/library/{self.model} does not support tools"
+
     def reject_formats(self, formats: Iterable[str]) -> None:
         """Answer 400 to requests whose ``response_format.type`` is in ``formats`` (replaces the previous set)."""
         self.rejected_formats = set(formats)
@@ -207,6 +279,18 @@ class FakeOpenAI(LoopbackServer):
     def response_formats(self) -> list[str | None]:
         """``response_format.type`` of each chat-completion request, ``None`` when it had none."""
         return [_format_type(body) for body in self.requests]
+
+    def offered_tools(self, index: int = -1) -> list[str]:
+        """The function names request ``index`` offered (``[]`` without tools)."""
+        tools = self.requests[index].get("tools") or []
+        return [t.get("function", {}).get("name") for t in tools if isinstance(t, dict)]
+
+    def tool_results(self, index: int = -1) -> dict[str, Any]:
+        """The ``role: tool`` messages of request ``index``, as ``{tool_call_id: content}``."""
+        messages = self.requests[index].get("messages") or []
+        return {
+            m.get("tool_call_id"): m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "tool"
+        }
 
     def clear_requests(self) -> None:
         self.requests.clear()
@@ -249,6 +333,13 @@ class FakeOpenAI(LoopbackServer):
                 call, 400, f"response_format type {fmt!r} is not supported by this server", "rejected_format"
             )
 
+        if self.tools_rejection is not None and body.get("tools"):
+            return self._error(call, 400, self.tools_rejection, "rejected_tools")
+        if self.check_tool_messages:
+            problem = _tool_conversation_problem(body)
+            if problem is not None:
+                return self._error(call, 400, problem, "bad_request")
+
         reply = self._queue.popleft() if self._queue else self._default_reply(body)
         call.answer = reply.kind
         if reply.kind == "reset":
@@ -284,6 +375,19 @@ class FakeOpenAI(LoopbackServer):
         self._ids += 1
         return f"chatcmpl-fake-{self._ids}"
 
+    def _tool_calls(self, reply: Reply) -> list[dict[str, Any]]:
+        """The reply's calls in OpenAI's shape, ids given where the script left them out."""
+        out = []
+        for call in reply.tool_calls:
+            call_id = call.get("id")
+            if call_id is None:
+                self._call_ids += 1
+                call_id = f"call_fake_{self._call_ids}"
+            out.append(
+                {"id": call_id, "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}
+            )
+        return out
+
     def _error(self, call: Call, status: int, message: str, answer: str) -> web.Response:
         call.answer, call.status = answer, status
         error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
@@ -307,6 +411,8 @@ class FakeOpenAI(LoopbackServer):
                 }
             ],
         }
+        if reply.tool_calls:
+            envelope["choices"][0]["message"]["tool_calls"] = self._tool_calls(reply)
         if self.usage is not None:
             envelope["usage"] = _usage(self.usage)
         return envelope
@@ -333,6 +439,8 @@ class FakeOpenAI(LoopbackServer):
         await response.write(chunk({"role": "assistant", "content": ""}))
         for start in range(0, len(content), size):
             await response.write(chunk({"content": content[start : start + size]}))
+        for delta in self._tool_call_deltas(reply):
+            await response.write(chunk({"tool_calls": [delta]}))
         await response.write(chunk({}, reply.finish_reason))
         if reply.stream_usage and self.usage is not None:
             usage_chunk = {
@@ -347,6 +455,79 @@ class FakeOpenAI(LoopbackServer):
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+    def _tool_call_deltas(self, reply: Reply) -> list[dict[str, Any]]:
+        """OpenAI's streamed tool calls: per call a fragment with index, id, type and name (arguments ""), then
+        its arguments in ``reply.chunks`` pieces with only index and arguments."""
+        per_call: list[list[dict[str, Any]]] = []
+        for index, call in enumerate(self._tool_calls(reply)):
+            function = call["function"]
+            first = {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": function["name"], "arguments": ""},
+            }
+            arguments = function["arguments"]
+            size = -(-len(arguments) // reply.chunks) or 1
+            rest = [
+                {"index": index, "function": {"arguments": arguments[start : start + size]}}
+                for start in range(0, len(arguments), size)
+            ]
+            per_call.append([first, *rest])
+        if not reply.interleave:
+            return [delta for deltas in per_call for delta in deltas]
+        out: list[dict[str, Any]] = []
+        for step in range(max((len(d) for d in per_call), default=0)):
+            out += [deltas[step] for deltas in per_call if step < len(deltas)]
+        return out
+
+
+def _tool_conversation_problem(body: dict[str, Any]) -> str | None:
+    """What OpenAI would answer 400 to in a request's tools and tool messages, or None."""
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list) or not tools:
+            return "Invalid 'tools': empty array. Expected an array with minimum length 1."
+        for i, tool in enumerate(tools):
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict):
+                return f"Invalid value at 'tools[{i}]': expected a function tool."
+            if not isinstance(function.get("name"), str) or not function["name"]:
+                return f"Missing required parameter: 'tools[{i}].function.name'."
+    pending: set[str] = set()
+    for i, message in enumerate(body.get("messages") or []):
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if call_id not in pending:
+                return (
+                    f"Invalid parameter: messages[{i}] with role 'tool' must be a response to a preceeding message "
+                    f"with 'tool_calls' (tool_call_id {call_id!r})."
+                )
+            pending.discard(call_id)
+            if not isinstance(message.get("content"), str | list):
+                return f"Invalid type for 'messages[{i}].content': expected a string."
+            continue
+        if pending:
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+                f"'tool_call_id'. The following tool_call_ids did not have response messages: {sorted(pending)}"
+            )
+        if role == "assistant" and message.get("tool_calls"):
+            for call in message["tool_calls"]:
+                function = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
+                    return f"Invalid 'messages[{i}].tool_calls': each call needs function.arguments as a string."
+                pending.add(call.get("id"))
+    if pending:
+        return (
+            "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+            f"'tool_call_id'. The following tool_call_ids did not have response messages: {sorted(pending)}"
+        )
+    return None
 
 
 def _usage(usage: dict[str, int]) -> dict[str, int]:
