@@ -51,6 +51,7 @@ from services.executors import DryRunExecutor, SubprocessExecutor
 from services.failures import FailureNotifier
 from services.gitops import GitOpsClient, GitOpsReviewer
 from services.incidents import IncidentService
+from services.investigation import HttpUpstream, KubectlAccess, PastIncidents, Toolbox
 from services.knowledge import KnowledgeService
 from services.learning import LearningService
 from services.leases import JobLeases, process_owner
@@ -149,12 +150,14 @@ async def _running(
         await playbooks.sync(specs)  # logs what it added, updated and disabled
     ai_client: httpx.AsyncClient | None = None
     advisor: AIAdvisor | None = None
+    clients: list[httpx.AsyncClient] = []  # the investigation tools' HTTP clients, closed at shutdown
     if settings.ai_base_url is not None and settings.ai_model is not None:
         # One client for the model server, opened here and closed at shutdown (house style §10).
         ai_client = httpx.AsyncClient(base_url=settings.ai_base_url + "/", timeout=settings.ai_timeout_seconds)
         api_key = settings.ai_api_key.get_secret_value() if settings.ai_api_key is not None else None
         model = OpenAICompatibleModel(ai_client, model=settings.ai_model, api_key=api_key, timeout=settings.ai_timeout_seconds)
-        advisor = AIAdvisor(model, renderer, counters)
+        advisor = AIAdvisor(model, renderer, counters, toolbox=build_toolbox(settings, knowledge, db, queries, clients),
+                            max_tool_calls=settings.ai_max_tool_calls)
     decisions = DecisionService(
         db, playbooks, knowledge, advisor, counters, clock, sla_seconds=settings.decision_sla_seconds
     )
@@ -302,7 +305,7 @@ async def _running(
             await streams.aclose()
         if reviews is not None:
             await reviews.aclose()
-        for client in (ai_client, gitops_client, wecom_client):
+        for client in (ai_client, gitops_client, wecom_client, *clients):
             if client is not None:
                 await client.aclose()
         if bot is not None:
@@ -384,6 +387,32 @@ def reports_text(settings: Settings, targets: tuple[ChatTarget, ...]) -> str:
                  if settings.approval_reminder_minutes else "no approval reminders")
     return (f"daily at {settings.daily_report_time} {settings.timezone}{weekly} to {where}; postmortems for incidents "
             f"of {settings.postmortem_min_minutes} min or more; {reminders}")
+
+
+def build_toolbox(
+    settings: Settings, knowledge: KnowledgeService, db: Database, queries: IncidentQueries,
+    clients: list[httpx.AsyncClient],
+) -> Toolbox | None:
+    """The read-only tools the AI model may call before it proposes: kubectl when a cluster is configured
+    (ALERTPILOT_EXECUTOR=kubectl), PromQL and Alertmanager when their URLs are set, and with them the knowledge
+    base and past incidents. None (the single-shot prompt, which already carries knowledge and history) when
+    there is nothing to look at, or with ALERTPILOT_AI_MAX_TOOL_CALLS=0."""
+    observes = settings.executor == "kubectl" or settings.prometheus_url or settings.alertmanager_url
+    if settings.ai_max_tool_calls == 0 or not observes:
+        return None
+    upstreams: dict[str, HttpUpstream] = {}
+    for name, url in (("prometheus", settings.prometheus_url), ("alertmanager", settings.alertmanager_url)):
+        if url is not None:
+            client = httpx.AsyncClient(timeout=10)
+            clients.append(client)
+            upstreams[name] = HttpUpstream(url, client)
+    kubectl = None
+    if settings.executor == "kubectl":
+        kubectl = KubectlAccess(path=settings.kubectl, kubeconfig=settings.kubeconfig, context=settings.kube_context)
+    return Toolbox(
+        policy=settings.remediation_policy, kubectl=kubectl, prometheus=upstreams.get("prometheus"),
+        alertmanager=upstreams.get("alertmanager"), knowledge=knowledge, incidents=PastIncidents(db, queries),
+    )
 
 
 def build_executor(settings: Settings) -> Executor:

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     ai_timeout_seconds: float = Field(default=20.0, gt=0, le=600)
     decision_sla_seconds: float = Field(default=30.0, gt=0, le=3600)
     playbooks_file: str | None = None
+    # Deep analysis (services/investigation.py): read-only tool calls the AI model may make before it proposes
+    ai_max_tool_calls: int = Field(default=6, ge=0, le=20)  # 0: no tools (the single-shot prompt)
+    prometheus_url: str | None = None  # the PromQL tools, e.g. http://prometheus:9090
+    alertmanager_url: str | None = None  # the active alerts and silences tools, e.g. http://alertmanager:9093
     # Alert sources beside the default (ALERTPILOT_INGEST_TOKEN): JSON here, or a YAML file (services/sources/credentials.py)
     sources: SecretStr | None = None
     sources_file: str | None = None
@@ -222,6 +226,13 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as http://127.0.0.1:11434/v1")
         return value.rstrip("/")
 
+    @field_validator("prometheus_url", "alertmanager_url")
+    @classmethod
+    def _upstream_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL such as http://prometheus:9090")
+        return None if value is None else value.rstrip("/")
+
     @field_validator("gitops_url")
     @classmethod
     def _gitops_url(cls, value: str | None) -> str | None:
@@ -250,7 +261,8 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator(
-        "telegram_chat_id", "ai_base_url", "ai_model", "playbooks_file", "sources_file", "gitops_provider", "gitops_url",
+        "telegram_chat_id", "ai_base_url", "ai_model", "playbooks_file", "sources_file", "prometheus_url",
+        "alertmanager_url", "gitops_provider", "gitops_url",
         "gitops_repo",
         "kubeconfig", "kube_context", mode="before",
     )

@@ -20,8 +20,9 @@ import structlog
 from pydantic import BaseModel, ValidationError, field_validator
 
 from services.errors import InvalidModelOutput, ModelError
+from services.investigation import Toolbox, ToolResult
 from services.metrics import Metrics
-from services.ports import ChatModel, IncidentFacts, ModelReply, Prompts, ProposalDraft
+from services.ports import ChatModel, IncidentFacts, ModelReply, Prompts, ProposalDraft, ToolCall, ToolChatModel
 
 log = structlog.get_logger(__name__)
 
@@ -117,6 +118,19 @@ class AIAnswer:
     text: str = ""
 
 
+EVIDENCE_EXCERPT = 300
+
+
+def _evidence(call: ToolCall, result: ToolResult | None) -> dict[str, Any]:
+    """One tool call as the decision records it (and Details shows it)."""
+    if result is None:
+        return {"tool": call.name, "arguments": call.arguments, "ok": False, "refused": "tool-call budget used up",
+                "excerpt": "", "seconds": 0.0, "command": None}
+    return {"tool": result.tool, "arguments": result.arguments, "ok": result.ok, "refused": result.refused,
+            "excerpt": result.card_excerpt[:EVIDENCE_EXCERPT], "seconds": round(result.seconds, 2),
+            "command": result.command}
+
+
 def prompt_json(data: Any) -> str:
     """Data for a prompt: JSON, with < and > escaped so it cannot close the block that holds it."""
     return (
@@ -149,8 +163,15 @@ class AIAdvisor:
     """Proposals, summaries and answers from one ChatModel. Raises services.errors.ModelError subclasses
     (ModelTimeout, ModelUnavailable, InvalidModelOutput); never anything else from the model's side."""
 
-    def __init__(self, model: ChatModel, prompts: Prompts, metrics: Metrics) -> None:
+    def __init__(
+        self, model: ChatModel, prompts: Prompts, metrics: Metrics, *, toolbox: Toolbox | None = None,
+        max_tool_calls: int = 0,
+    ) -> None:
+        """``toolbox``/``max_tool_calls``: when the model can call tools, it may make up to that many read-only
+        calls (services/investigation.py) before it proposes; a server without tools gets the single-shot
+        prompt."""
         self._model, self._prompts, self._metrics = model, prompts, metrics
+        self._toolbox, self._max_tool_calls = toolbox, max_tool_calls
 
     @property
     def model_name(self) -> str:
@@ -188,10 +209,29 @@ class AIAdvisor:
         self._observe("propose", started, "repaired" if answer.repaired else "ok")
         return answer
 
+    def _tool_model(self) -> ToolChatModel | None:
+        model = self._model
+        if self._toolbox is None or self._max_tool_calls <= 0 or not self._toolbox.definitions():
+            return None
+        if not hasattr(model, "complete_with_tools") or getattr(model, "supports_tools", None) is False:
+            return None
+        return model  # type: ignore[return-value]
+
     async def _propose(self, messages: list[dict[str, str]]) -> AIAnswer:
         started = time.monotonic()
-        reply = await self._model.complete(messages, json_schema=PROPOSAL_SCHEMA)
-        self._count_tokens(reply)
+        evidence: list[dict[str, Any]] = []
+        tool_model = self._tool_model()
+        reply: ModelReply | None = None
+        if tool_model is not None:
+            try:
+                reply = await self._investigate(tool_model, messages, evidence)
+            except ModelError as exc:
+                if exc.reason != "tools_unsupported":
+                    raise
+                log.info("ai_tools_unsupported", model=self._model.name)  # the single-shot prompt instead
+        if reply is None:
+            reply = await self._model.complete(messages, json_schema=PROPOSAL_SCHEMA)
+            self._count_tokens(reply)
         try:
             proposal = self._validated(reply)
             repaired, final = False, reply
@@ -217,6 +257,7 @@ class AIAdvisor:
             risk=proposal.risk,
             reasoning=proposal.reasoning,
             confidence=proposal.confidence,
+            evidence=tuple(evidence),
         )
         return AIAnswer(
             model=draft.model or self._model.name,
@@ -227,6 +268,40 @@ class AIAdvisor:
             latency_ms=int((time.monotonic() - started) * 1000),
             draft=draft,
         )
+
+    async def _investigate(
+        self, model: ToolChatModel, messages: list[dict[str, str]], evidence: list[dict[str, Any]]
+    ) -> ModelReply:
+        """The tool loop: the model calls read-only tools (at most ``max_tool_calls``, each checked by the
+        toolbox: anything not read-only is refused back to it and nothing runs), then answers with the
+        proposal JSON. The calls are recorded in ``evidence``. Returns the final reply."""
+        assert self._toolbox is not None
+        system = messages[0]["content"] + "\n\n" + self._prompts.prompt("investigate", max_calls=self._max_tool_calls)
+        conversation: list[dict[str, Any]] = [{"role": "system", "content": system}, *messages[1:]]
+        used = 0
+        for _ in range(self._max_tool_calls + 2):  # every call used, one answer; one turn of slack
+            tools = self._toolbox.definitions() if used < self._max_tool_calls else []
+            reply = await model.complete_with_tools(conversation, tools)
+            self._count_tokens(reply)
+            if not reply.tool_calls:
+                return reply
+            conversation.append(reply.assistant_message())
+            for call in reply.tool_calls:
+                result = await self._tool_result(call, used)
+                used += result is not None and result.refused is None
+                evidence.append(_evidence(call, result))
+                conversation.append(call.result_message(result.content if result is not None else
+                                                        "refused: the tool-call budget is used up; answer now"))
+        raise InvalidModelOutput(f"still calling tools after {self._max_tool_calls} calls")
+
+    async def _tool_result(self, call: ToolCall, used: int) -> ToolResult | None:
+        assert self._toolbox is not None
+        if used >= self._max_tool_calls:
+            return None
+        if not call.ok:
+            return ToolResult(tool=call.name or "?", arguments={}, ok=False, excerpt="", card_excerpt="", seconds=0.0,
+                              refused=call.error or "unusable call")
+        return await self._toolbox.call(call.name, call.arguments)
 
     @staticmethod
     def _validated(reply: ModelReply) -> AIProposal:

@@ -222,6 +222,7 @@ class AnalysisService:
                     playbook_id=draft.playbook_id,
                     playbook_name=draft.playbook_name,
                     steps=list(draft.steps) or None,
+                    tool_calls=len(draft.evidence) or None,
                 )
             )
             await tx.timeline.add(

@@ -114,6 +114,12 @@ class ChatService:
                     tx, incident_id, "details", context, now, targets=[actor.target],
                     dedup_key=f"details:{incident_id}:{_minute(now)}:{number}",
                 ) or queued
+            evidence = await self._queries.evidence(tx, incident_id)
+            if evidence:  # what the model looked at before it proposed (issue 12)
+                queued = await self._notify.thread(
+                    tx, incident_id, "evidence", {"ref": ref, "calls": evidence}, now, targets=[actor.target],
+                    dedup_key=f"details:{incident_id}:{_minute(now)}:evidence",
+                ) or queued
         self._notify.wake()
         return ActionResult(Outcome.DETAILS_SENT if queued else Outcome.ALREADY_POSTED, ref)
 

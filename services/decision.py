@@ -264,6 +264,7 @@ def _proposal_json(draft: ProposalDraft) -> dict[str, Any]:
         "category": draft.category,
         "playbook": draft.playbook_name,
         "steps": list(draft.steps),
+        **({"evidence": list(draft.evidence)} if draft.evidence else {}),
     }
 
 

@@ -65,6 +65,7 @@ class ProposalView:
     blocked_reason: str | None = None
     approved_by: tuple[str, ...] = ()  # signatures so far (two-approver tier)
     review_url: str | None = None  # the GitOps review issue, when one was opened
+    tool_calls: int = 0  # the AI model investigated with this many read-only tool calls
     execution: ExecutionView | None = None
 
 
@@ -169,6 +170,8 @@ class ProposalDraft:
     playbook_id: int | None = None
     playbook_name: str | None = None
     steps: tuple[str, ...] = ()  # a playbook's later steps, after ``command``
+    # the read-only tool calls the model made before it proposed: tool, arguments, ok, excerpt, seconds, refused
+    evidence: tuple[dict[str, Any], ...] = ()
 
 
 # --- the AI model (an OpenAI-compatible chat-completions server) ---------------------------------

@@ -14,6 +14,21 @@ from storage.db import Database
 from storage.repos import Tx
 from storage.tables import Alert, Decision, Execution, ExecutionAttempt, Incident, Proposal, TimelineEvent
 
+EVIDENCE_SHOWN = 8
+
+
+def evidence_view(call: dict[str, Any]) -> dict[str, Any]:
+    arguments = call.get("arguments") if isinstance(call.get("arguments"), dict) else {}
+    return {
+        "tool": clip(str(call.get("tool") or "?"), 40),
+        "arguments": clip(" ".join(f"{k}={v}" for k, v in arguments.items()), 160),
+        "ok": bool(call.get("ok")),
+        "refused": clip(call.get("refused"), 160) or None,
+        "excerpt": clip(call.get("excerpt"), 300),
+        "seconds": call.get("seconds") if isinstance(call.get("seconds"), int | float) else None,
+    }
+
+
 _REF = re.compile(r"^(?:inc-?)?#?(\d{1,12})$", re.IGNORECASE)
 MAX_PAGE = 500
 HISTORY_LIMIT = 8
@@ -57,6 +72,15 @@ class IncidentQueries:
         approvals = [] if proposal is None or proposal.id is None else await tx.approvals.of_proposal(proposal.id)
         execution = None if proposal is None or proposal.id is None else await tx.executions.of_proposal(proposal.id)
         return build_card(incident, alerts, proposal, [a.name for a in approvals], execution)
+
+    async def evidence(self, tx: Tx, incident_id: int) -> list[dict[str, Any]]:
+        """The read-only tool calls behind the current proposal (bounded for a message), or []."""
+        proposal = await tx.proposals.current(incident_id)
+        if proposal is None or proposal.decision_id is None or not proposal.tool_calls:
+            return []
+        decision = await tx.decisions.get(proposal.decision_id)
+        calls = (decision.proposal or {}).get("evidence") if decision is not None else None
+        return [evidence_view(c) for c in calls[:EVIDENCE_SHOWN] if isinstance(c, dict)] if isinstance(calls, list) else []
 
     async def details_pages(self, tx: Tx, incident_id: int) -> tuple[list[list[dict[str, Any]]], int]:
         return detail_pages(await tx.alerts.of_incident(incident_id))

@@ -190,6 +190,7 @@ def proposal_view(p: Proposal, approved_by: Sequence[str] = (), execution: Execu
         risk=clip(p.risk, CARD_LIMITS["risk"]),
         reasoning=clip(p.reasoning, CARD_LIMITS["reasoning"]),
         confidence=p.confidence,
+        tool_calls=p.tool_calls or 0,
         decided_by=clip(p.decided_by_name, CARD_LIMITS["decided_by"]) or None,
         decided_at=p.decided_at,
         decision_reason=clip(p.decision_reason, CARD_LIMITS["decision_reason"]) or None,

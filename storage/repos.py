@@ -689,6 +689,9 @@ class DecisionRepo:
         await self._s.flush()
         return decision
 
+    async def get(self, decision_id: int) -> Decision | None:
+        return await self._s.get(Decision, decision_id)
+
     async def of_incident(self, incident_id: int) -> list[Decision]:
         rows = await self._s.execute(select(Decision).where(Decision.incident_id == incident_id).order_by(Decision.id))  # type: ignore[arg-type]
         return list(rows.scalars())

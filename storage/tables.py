@@ -168,6 +168,7 @@ class Proposal(SQLModel, table=True):
     # Added with the decision engine (nullable: existing databases gain them in place).
     decision_id: int | None = Field(default=None, foreign_key="decision.id")
     fallback_reason: str | None = None  # why the rules answered although a model is configured
+    tool_calls: int | None = None  # read-only tool calls the AI model made before it proposed (issue 12)
     playbook_id: int | None = Field(default=None, foreign_key="playbook.id")
     playbook_name: str | None = None
     steps: list[str] | None = added_json()  # a playbook's later steps (``command`` is the first)

@@ -17,7 +17,7 @@ from services.execution import commands_context
 from services.failures import ANALYSIS_MAX, COMMANDS_SHOWN, DEFAULT_TITLE, MENTIONS_MAX
 from services.playbooks import STEPS_MAX
 from services.ports import CardAction
-from services.queries import _execution_json, _history_item
+from services.queries import _execution_json, _history_item, evidence_view
 from services.views import (
     CARD_LIMITS,
     CARD_MAX_STEPS,
@@ -720,6 +720,18 @@ PLAUSIBLE: dict[str, list[dict[str, Any]]] = {
         {"ref": "INC-42", "approved": False, "by": "Bob <b>", "at": CREATED.isoformat(), "reason": "not now & <never>"},
     ],
     "details": [_details_context()],
+    "evidence": [
+        {"ref": "INC-3", "calls": [
+            evidence_view({"tool": "kubectl_logs", "arguments": {"namespace": "prod", "pod": "db-0"}, "ok": True,
+                           "excerpt": "ERROR no space left on device <b>&", "seconds": 0.42}),
+            evidence_view({"tool": "kubectl_delete", "arguments": {}, "ok": False,
+                           "refused": "unknown tool 'kubectl_delete'", "excerpt": ""}),
+            evidence_view({"tool": "prometheus_query", "arguments": {"query": "up"}, "ok": False,
+                           "excerpt": "HTTP 503", "seconds": 10.0}),
+        ]},
+        {"ref": "INC-4", "calls": [evidence_view({"tool": "x" * 100, "arguments": {"a": "y" * 500}, "ok": True,
+                                                  "excerpt": "z" * 5000, "seconds": "bad"})]},
+    ],
     "execution": _EXECUTION,
     "failure_analysis": _FAILURE_ANALYSIS,
     "error": [
