@@ -397,8 +397,7 @@ def build_toolbox(
     (ALERTPILOT_EXECUTOR=kubectl), PromQL and Alertmanager when their URLs are set, and with them the knowledge
     base and past incidents. None (the single-shot prompt, which already carries knowledge and history) when
     there is nothing to look at, or with ALERTPILOT_AI_MAX_TOOL_CALLS=0."""
-    observes = settings.executor == "kubectl" or settings.prometheus_url or settings.alertmanager_url
-    if settings.ai_max_tool_calls == 0 or not observes:
+    if not investigation_text(settings):
         return None
     upstreams: dict[str, HttpUpstream] = {}
     for name, url in (("prometheus", settings.prometheus_url), ("alertmanager", settings.alertmanager_url)):
@@ -443,8 +442,17 @@ def decisions_text(settings: Settings) -> str:
     if settings.ai_base_url is None or settings.ai_model is None:
         model = "no AI model (set ALERTPILOT_AI_BASE_URL and ALERTPILOT_AI_MODEL) → "
     else:
-        model = f"AI {settings.ai_model} at {settings.ai_base_url} → "
+        model = f"AI {settings.ai_model} at {settings.ai_base_url}{investigation_text(settings)} → "
     return f"{playbooks}{model}rules, within {settings.decision_sla_seconds:g} s"
+
+
+def investigation_text(settings: Settings) -> str:
+    """What the model may look at before it proposes (the same conditions as build_toolbox)."""
+    looks = [name for name, on in (("kubectl", settings.executor == "kubectl"), ("PromQL", settings.prometheus_url),
+                                   ("Alertmanager", settings.alertmanager_url)) if on]
+    if settings.ai_max_tool_calls == 0 or not looks:
+        return ""
+    return f" (looks first: up to {settings.ai_max_tool_calls} read-only {', '.join(looks)} calls)"
 
 
 def sources_text(settings: Settings) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ValidationError, field_validator
 
-from services.errors import InvalidModelOutput, ModelError
+from services.errors import InvalidModelOutput, ModelError, ToolsUnsupported
 from services.investigation import Toolbox, ToolResult
 from services.metrics import Metrics
 from services.ports import ChatModel, IncidentFacts, ModelReply, Prompts, ProposalDraft, ToolCall, ToolChatModel
@@ -225,9 +225,7 @@ class AIAdvisor:
         if tool_model is not None:
             try:
                 reply = await self._investigate(tool_model, messages, evidence)
-            except ModelError as exc:
-                if exc.reason != "tools_unsupported":
-                    raise
+            except ToolsUnsupported:
                 log.info("ai_tools_unsupported", model=self._model.name)  # the single-shot prompt instead
         if reply is None:
             reply = await self._model.complete(messages, json_schema=PROPOSAL_SCHEMA)

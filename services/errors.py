@@ -72,6 +72,12 @@ class ModelUnavailable(ModelError):
     reason = "unavailable"
 
 
+class ToolsUnsupported(ModelUnavailable):
+    """The server (or the model it serves) cannot take ``tools``: fall back to the single-shot prompt."""
+
+    reason = "tools_unsupported"
+
+
 class InvalidModelOutput(ModelError):
     """The model answered, but not with the JSON asked for (after the repair attempt)."""
 

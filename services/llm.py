@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import structlog
 
-from services.errors import ModelError, ModelTimeout, ModelUnavailable
+from services.errors import ModelError, ModelTimeout, ModelUnavailable, ToolsUnsupported
 from services.ports import ModelReply, ToolCall
 
 log = structlog.get_logger(__name__)
@@ -48,7 +48,6 @@ MAX_TOOL_CALLS = 8  # per reply; more are dropped (counted in ModelReply.dropped
 MAX_TOOL_ARGUMENT_CHARS = 8192  # of one call's JSON arguments
 _TOOLS_UNSUPPORTED_STATUSES = frozenset({400, 422, 500, 501})
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what OpenAI accepts as a function name
-TOOLS_UNSUPPORTED = "tools_unsupported"
 _TOOLS_REFUSED = re.compile(
     r"not support\w* (?:for )?(?:tools|tool (?:use|calling|calls)|function calling)"
     r"|(?:tools|tool use|tool calling|tool calls|tool_choice|function calling) (?:is |are )?"
@@ -58,12 +57,6 @@ _TOOLS_REFUSED = re.compile(
 )
 _EXTRA_FIELD = re.compile(r"extra (?:inputs|fields) (?:are )?not permitted|unknown (?:field|parameter|argument)")
 _TOOLS_FIELD = re.compile(r"[\"'`]tool(?:s|_choice)[\"'`]")
-
-
-class ToolsUnsupported(ModelUnavailable):
-    """The server (or the model it serves) cannot take ``tools``: fall back to the single-shot prompt."""
-
-    reason = TOOLS_UNSUPPORTED
 
 
 class OpenAICompatibleModel:
@@ -117,28 +110,11 @@ class OpenAICompatibleModel:
                         reply = _parse_reply(raw, content_type, default_model=self.name, response_format=fmt)
                         break
         except ModelError as exc:
-            log.warning(
-                "ai_request",
-                model=self.name,
-                status=status,
-                latency_ms=round((loop.time() - started) * 1000),
-                response_format=fmt,
-                error=exc.reason,
-                detail=str(exc),
-            )
+            self._log_request(status, loop.time() - started, fmt, error=exc)
             raise
         if json_schema is not None and level > self._level:
             self._level = level  # remember only a level that worked
-        log.info(
-            "ai_request",
-            model=self.name,
-            status=status,
-            latency_ms=round((loop.time() - started) * 1000),
-            response_format=fmt,
-            prompt_tokens=reply.prompt_tokens,
-            completion_tokens=reply.completion_tokens,
-            finish_reason=reply.finish_reason,
-        )
+        self._log_request(status, loop.time() - started, fmt, reply=reply)
         return reply
 
     @property
@@ -164,7 +140,7 @@ class OpenAICompatibleModel:
         programming error: ValueError before any request."""
         names = _tool_names(tools)
         if tools and self._supports_tools is False:
-            log.info("ai_request", model=self.name, status=None, response_format="tools", error=TOOLS_UNSUPPORTED)
+            log.info("ai_request", model=self.name, status=None, response_format="tools", error=ToolsUnsupported.reason)
             raise ToolsUnsupported(f"{self.name} does not support tools (remembered)")
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -193,34 +169,31 @@ class OpenAICompatibleModel:
                 parsed = _parse_answer(raw, content_type)
                 reply = _tool_reply(parsed, default_model=self.name, offered=names)
         except ModelError as exc:
-            log.warning(
-                "ai_request",
-                model=self.name,
-                status=status,
-                latency_ms=round((loop.time() - started) * 1000),
-                response_format="tools",
-                tools=len(tools),
-                error=exc.reason,
-                detail=str(exc),
-            )
+            self._log_request(status, loop.time() - started, "tools", error=exc, tools=len(tools))
             raise
         if tools:
             self._supports_tools = True
-        log.info(
-            "ai_request",
-            model=self.name,
-            status=status,
-            latency_ms=round((loop.time() - started) * 1000),
-            response_format="tools",
-            tools=len(tools),
+        self._log_request(
+            status, loop.time() - started, "tools", reply=reply, tools=len(tools),
             tool_calls=[call.name for call in reply.tool_calls],
             bad_tool_calls=sum(1 for call in reply.tool_calls if not call.ok),
             dropped_tool_calls=reply.dropped_tool_calls,
-            prompt_tokens=reply.prompt_tokens,
-            completion_tokens=reply.completion_tokens,
-            finish_reason=reply.finish_reason,
         )
         return reply
+
+    def _log_request(
+        self, status: int | None, seconds: float, response_format: str, *, error: ModelError | None = None,
+        reply: ModelReply | None = None, **extra: Any,
+    ) -> None:
+        """The one ``ai_request`` log line per request: a warning with the error, or the reply's usage.
+        Never the prompt, the arguments or the key."""
+        fields: dict[str, Any] = {"model": self.name, "status": status, "latency_ms": round(seconds * 1000),
+                                  "response_format": response_format, **extra}
+        if error is not None:
+            log.warning("ai_request", **fields, error=error.reason, detail=str(error))
+        elif reply is not None:
+            log.info("ai_request", **fields, prompt_tokens=reply.prompt_tokens,
+                     completion_tokens=reply.completion_tokens, finish_reason=reply.finish_reason)
 
     @contextlib.contextmanager
     def _translated_errors(self) -> Iterator[None]:

@@ -12,13 +12,12 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from services.errors import ModelError, ModelTimeout, ModelUnavailable
+from services.errors import ModelError, ModelTimeout, ModelUnavailable, ToolsUnsupported
 from services.llm import (
     MAX_BODY_BYTES,
     MAX_TOOL_ARGUMENT_CHARS,
     MAX_TOOL_CALLS,
     OpenAICompatibleModel,
-    ToolsUnsupported,
 )
 from services.ports import ChatModel, ToolChatModel
 from tests.fakes.openai import VALID_PROPOSAL, FakeOpenAI, Reply, tool_call

@@ -338,3 +338,15 @@ async def test_serve_refuses_bad_sources_with_the_setting_named(
     assert await serve(settings) == 2
     err = capsys.readouterr().err
     assert "ALERTPILOT_SOURCES: sources[0] (ci).token: must be 16-512" in err and "short" not in err  # not echoed
+
+
+def test_banner_says_what_the_model_may_look_at() -> None:
+    banner = Banner(token="t", token_generated=False, card_targets=())
+    ai = {"ai_base_url": "http://127.0.0.1:1/v1", "ai_model": "m"}
+    text = banner_text(load_settings(_env_file=None, prometheus_url="http://127.0.0.1:9090", **ai), banner, "u")
+    assert "AI m at http://127.0.0.1:1/v1 (looks first: up to 6 read-only PromQL calls)" in text
+    plain = banner_text(load_settings(_env_file=None, **ai), banner, "u")
+    assert "looks first" not in plain  # nothing to look at: the single-shot prompt
+    off = banner_text(load_settings(_env_file=None, prometheus_url="http://127.0.0.1:9090", ai_max_tool_calls=0, **ai),
+                      banner, "u")
+    assert "looks first" not in off
