@@ -8,7 +8,7 @@ import contextlib
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TextIO
@@ -44,6 +44,7 @@ from services.analysis import AnalysisService
 from services.approvals import ApprovalService
 from services.assistant import AssistantService
 from services.chat import ChatService
+from services.consensus import SAMPLE_TEMPERATURE, PanelMember
 from services.decision import DecisionService
 from services.errors import InvalidPlaybooks
 from services.execution import ExecutionService
@@ -150,16 +151,23 @@ async def _running(
         await playbooks.sync(specs)  # logs what it added, updated and disabled
     ai_client: httpx.AsyncClient | None = None
     advisor: AIAdvisor | None = None
-    clients: list[httpx.AsyncClient] = []  # the investigation tools' HTTP clients, closed at shutdown
+    clients: list[httpx.AsyncClient] = []  # the investigation tools' and consensus models' clients, closed at shutdown
+    panel: list[tuple[PanelMember, AIAdvisor]] = []
     if settings.ai_base_url is not None and settings.ai_model is not None:
         # One client for the model server, opened here and closed at shutdown (house style §10).
         ai_client = httpx.AsyncClient(base_url=settings.ai_base_url + "/", timeout=settings.ai_timeout_seconds)
         api_key = settings.ai_api_key.get_secret_value() if settings.ai_api_key is not None else None
         model = OpenAICompatibleModel(ai_client, model=settings.ai_model, api_key=api_key, timeout=settings.ai_timeout_seconds)
-        advisor = AIAdvisor(model, renderer, counters, toolbox=build_toolbox(settings, knowledge, db, queries, clients),
-                            max_tool_calls=settings.ai_max_tool_calls)
+        toolbox = build_toolbox(settings, knowledge, db, queries, clients)
+        advisor = AIAdvisor(model, renderer, counters, toolbox=toolbox, max_tool_calls=settings.ai_max_tool_calls,
+                            budget=settings.ai_budget)
+        panel = build_panel(settings, ai_client, api_key, clients, lambda m: AIAdvisor(
+            m, renderer, counters, toolbox=toolbox, max_tool_calls=settings.ai_max_tool_calls, budget=settings.ai_budget))
+        report_budgets(counters, settings)
     decisions = DecisionService(
-        db, playbooks, knowledge, advisor, counters, clock, sla_seconds=settings.decision_sla_seconds
+        db, playbooks, knowledge, advisor, counters, clock, sla_seconds=settings.decision_sla_seconds,
+        panel=panel, consensus_severities=settings.consensus_severity_set,
+        allowed_tools=settings.remediation_policy.allowed_tools,
     )
     chat = ChatService(db, queries, notifier, roles, clock)
     gitops_client: httpx.AsyncClient | None = None
@@ -414,6 +422,38 @@ def build_toolbox(
     )
 
 
+def build_panel(
+    settings: Settings, ai_client: httpx.AsyncClient, api_key: str | None, clients: list[httpx.AsyncClient],
+    advisor: Callable[[OpenAICompatibleModel], AIAdvisor],
+) -> list[tuple[PanelMember, AIAdvisor]]:
+    """The consensus analyses (ALERTPILOT_CONSENSUS_MODELS): models at the AI server share its client and key; a
+    model at its own URL gets its own client and no key (the key belongs to the AI server). Samples of one model
+    are asked with some temperature, so they are independent."""
+    panel: list[tuple[PanelMember, AIAdvisor]] = []
+    own: dict[str, httpx.AsyncClient] = {}
+    for member in settings.consensus_panel:
+        client, key = ai_client, api_key
+        if member.base_url is not None:
+            if member.base_url not in own:
+                own[member.base_url] = httpx.AsyncClient(base_url=member.base_url + "/", timeout=settings.ai_timeout_seconds)
+                clients.append(own[member.base_url])
+            client, key = own[member.base_url], None
+        model = OpenAICompatibleModel(client, model=member.model, api_key=key, timeout=settings.ai_timeout_seconds,
+                                      temperature=SAMPLE_TEMPERATURE if member.sample else 0.0)
+        panel.append((member, advisor(model)))
+    return panel
+
+
+def report_budgets(metrics: Metrics, settings: Settings) -> None:
+    """The per-analysis budgets on /metrics (alertpilot_ai_budget), next to what the analyses spend."""
+    budget = settings.ai_budget
+    if budget.tokens is not None:
+        metrics.set("alertpilot_ai_budget", budget.tokens, budget="tokens")
+    if budget.seconds is not None:
+        metrics.set("alertpilot_ai_budget", budget.seconds, budget="seconds")
+    metrics.set("alertpilot_ai_budget", settings.ai_max_tool_calls, budget="tool_calls")
+
+
 def build_executor(settings: Settings) -> Executor:
     if settings.executor == "kubectl":
         return SubprocessExecutor(kubectl=settings.kubectl, kubeconfig=settings.kubeconfig, context=settings.kube_context)
@@ -442,8 +482,17 @@ def decisions_text(settings: Settings) -> str:
     if settings.ai_base_url is None or settings.ai_model is None:
         model = "no AI model (set ALERTPILOT_AI_BASE_URL and ALERTPILOT_AI_MODEL) → "
     else:
-        model = f"AI {settings.ai_model} at {settings.ai_base_url}{investigation_text(settings)} → "
+        model = f"AI {settings.ai_model} at {settings.ai_base_url}{investigation_text(settings)}{consensus_text(settings)} → "
     return f"{playbooks}{model}rules, within {settings.decision_sla_seconds:g} s"
+
+
+def consensus_text(settings: Settings) -> str:
+    """Which incidents get several analyses, and from which models (never a key)."""
+    panel = settings.consensus_panel
+    if not panel:
+        return ""
+    names = ", ".join(m.label + (f" at {m.base_url}" if m.base_url else "") for m in panel)
+    return f"; consensus of {len(panel)} for {settings.consensus_severities}: {names}"
 
 
 def investigation_text(settings: Settings) -> str:

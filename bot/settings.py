@@ -13,6 +13,8 @@ from sqlalchemy.engine import make_url
 
 from bot.chat.wecom import robot_id
 from bot.chat.wecom_crypto import WeComCrypto
+from services.ai import Budget
+from services.consensus import PanelMember, parse_panel
 from services.execution import ExecutionConfig
 from services.failures import (
     DEFAULT_TITLE,
@@ -80,6 +82,11 @@ class Settings(BaseSettings):
     playbooks_file: str | None = None
     # Deep analysis (services/investigation.py): read-only tool calls the AI model may make before it proposes
     ai_max_tool_calls: int = Field(default=6, ge=0, le=20)  # 0: no tools (the single-shot prompt)
+    ai_token_budget: int = Field(default=20000, ge=0, le=2_000_000)  # tokens per analysis (0: no limit)
+    ai_time_budget_seconds: float = Field(default=20.0, gt=0, le=3600)  # investigating, then answer (≤ the SLA)
+    # Consensus (services/consensus.py): for these severities, several analyses vote (model, model*3, model@url)
+    consensus_severities: str = "critical,P0,P1"
+    consensus_models: str = ""
     prometheus_url: str | None = None  # the PromQL tools, e.g. http://prometheus:9090
     alertmanager_url: str | None = None  # the active alerts and silences tools, e.g. http://alertmanager:9093
     # Alert sources beside the default (ALERTPILOT_INGEST_TOKEN): JSON here, or a YAML file (services/sources/credentials.py)
@@ -226,6 +233,17 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as http://127.0.0.1:11434/v1")
         return value.rstrip("/")
 
+    @field_validator("consensus_models")
+    @classmethod
+    def _panel(cls, value: str) -> str:
+        parse_panel(value)  # raises ValueError saying what is wrong
+        return value
+
+    @field_validator("consensus_severities")
+    @classmethod
+    def _severities(cls, value: str) -> str:
+        return checked_csv(value, r"[A-Za-z0-9_.-]{1,32}", "not a severity: {item} (comma-separated, e.g. critical,P0,P1)")
+
     @field_validator("prometheus_url", "alertmanager_url")
     @classmethod
     def _upstream_url(cls, value: str | None) -> str | None:
@@ -299,6 +317,20 @@ class Settings(BaseSettings):
     @property
     def ai_enabled(self) -> bool:
         return self.ai_base_url is not None and self.ai_model is not None
+
+    @property
+    def consensus_panel(self) -> tuple[PanelMember, ...]:
+        return parse_panel(self.consensus_models)
+
+    @property
+    def consensus_severity_set(self) -> frozenset[str]:
+        return frozenset(s.lower() for s in self.consensus_severities.split(",") if s)
+
+    @property
+    def ai_budget(self) -> Budget:
+        """What one analysis may spend: the token budget (0: none) and the time budget, never past the SLA."""
+        return Budget(tokens=self.ai_token_budget or None,
+                      seconds=min(self.ai_time_budget_seconds, self.decision_sla_seconds))
 
     @property
     def wecom_keys(self) -> tuple[str, ...]:
@@ -418,6 +450,8 @@ class Settings(BaseSettings):
         if (self.ai_base_url is None) != (self.ai_model is None):
             missing = "ALERTPILOT_AI_MODEL" if self.ai_model is None else "ALERTPILOT_AI_BASE_URL"
             raise ValueError(f"the AI model needs both ALERTPILOT_AI_BASE_URL and ALERTPILOT_AI_MODEL; {missing} is not set")
+        if self.consensus_models.strip() and not self.ai_enabled:
+            raise ValueError("ALERTPILOT_CONSENSUS_MODELS needs the AI model (ALERTPILOT_AI_BASE_URL and ALERTPILOT_AI_MODEL)")
         return self
 
 

@@ -159,19 +159,55 @@ def _sum(a: int | None, b: int | None) -> int | None:
     return None if a is None and b is None else (a or 0) + (b or 0)
 
 
+@dataclass(frozen=True)
+class Budget:
+    """What one analysis may spend (issue 12): tokens over all its requests (tool loop and repair included),
+    and seconds of investigating. When either runs out the model is told to answer now, without tools."""
+
+    tokens: int | None = None
+    seconds: float | None = None
+
+
+class _Spend:
+    """One analysis' running total against its Budget."""
+
+    def __init__(self, budget: Budget) -> None:
+        self._budget = budget
+        self.started = time.monotonic()
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+
+    def add(self, reply: ModelReply) -> None:
+        self.prompt_tokens = _sum(self.prompt_tokens, reply.prompt_tokens)
+        self.completion_tokens = _sum(self.completion_tokens, reply.completion_tokens)
+
+    @property
+    def tokens(self) -> int:
+        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+    def exhausted(self) -> str | None:
+        """"tokens" or "seconds" when that budget is used up, else None."""
+        if self._budget.tokens is not None and self.tokens >= self._budget.tokens:
+            return "tokens"
+        if self._budget.seconds is not None and time.monotonic() - self.started >= self._budget.seconds:
+            return "seconds"
+        return None
+
+
 class AIAdvisor:
     """Proposals, summaries and answers from one ChatModel. Raises services.errors.ModelError subclasses
     (ModelTimeout, ModelUnavailable, InvalidModelOutput); never anything else from the model's side."""
 
     def __init__(
         self, model: ChatModel, prompts: Prompts, metrics: Metrics, *, toolbox: Toolbox | None = None,
-        max_tool_calls: int = 0,
+        max_tool_calls: int = 0, budget: Budget | None = None,
     ) -> None:
         """``toolbox``/``max_tool_calls``: when the model can call tools, it may make up to that many read-only
         calls (services/investigation.py) before it proposes; a server without tools gets the single-shot
-        prompt."""
+        prompt. ``budget``: tokens and seconds one analysis may spend (unlimited when None)."""
         self._model, self._prompts, self._metrics = model, prompts, metrics
         self._toolbox, self._max_tool_calls = toolbox, max_tool_calls
+        self._budget = budget or Budget()
 
     @property
     def model_name(self) -> str:
@@ -218,35 +254,38 @@ class AIAdvisor:
         return model  # type: ignore[return-value]
 
     async def _propose(self, messages: list[dict[str, str]]) -> AIAnswer:
-        started = time.monotonic()
+        spend = _Spend(self._budget)
         evidence: list[dict[str, Any]] = []
         tool_model = self._tool_model()
         reply: ModelReply | None = None
         if tool_model is not None:
             try:
-                reply = await self._investigate(tool_model, messages, evidence)
+                reply = await self._investigate(tool_model, messages, evidence, spend)
             except ToolsUnsupported:
                 log.info("ai_tools_unsupported", model=self._model.name)  # the single-shot prompt instead
         if reply is None:
-            reply = await self._model.complete(messages, json_schema=PROPOSAL_SCHEMA)
-            self._count_tokens(reply)
+            reply = await self._complete(messages, spend)
         try:
             proposal = self._validated(reply)
             repaired, final = False, reply
         except (ValueError, ValidationError) as exc:
             log.info("ai_output_invalid", error=_bounded(exc, 300), finish_reason=reply.finish_reason)
+            if spend.exhausted() == "tokens":  # no repair on an empty purse: the rules answer
+                self._metrics.observe("alertpilot_ai_analysis_tokens", spend.tokens)
+                raise InvalidModelOutput(f"invalid, and the token budget ({self._budget.tokens}) is spent: "
+                                         f"{_bounded(exc, 300)}") from None
             repair = [
                 *messages,
                 {"role": "assistant", "content": _bounded(reply.text, 4000)},
                 {"role": "user", "content": self._prompts.prompt("repair", error=_bounded(exc, 500))},
             ]
-            final = await self._model.complete(repair, json_schema=PROPOSAL_SCHEMA)
-            self._count_tokens(final)
+            final = await self._complete(repair, spend)
             try:
                 proposal = self._validated(final)
             except (ValueError, ValidationError) as again:
                 raise InvalidModelOutput(f"invalid after one repair attempt: {_bounded(again, 300)}") from None
             repaired = True
+        self._metrics.observe("alertpilot_ai_analysis_tokens", spend.tokens)
         draft = ProposalDraft(
             source="ai",
             model=final.model or self._model.name,
@@ -260,29 +299,51 @@ class AIAdvisor:
         return AIAnswer(
             model=draft.model or self._model.name,
             response_format=final.response_format,
-            prompt_tokens=_sum(reply.prompt_tokens, final.prompt_tokens if repaired else None),
-            completion_tokens=_sum(reply.completion_tokens, final.completion_tokens if repaired else None),
+            prompt_tokens=spend.prompt_tokens,
+            completion_tokens=spend.completion_tokens,
             repaired=repaired,
-            latency_ms=int((time.monotonic() - started) * 1000),
+            latency_ms=int((time.monotonic() - spend.started) * 1000),
             draft=draft,
         )
 
+    async def _complete(self, messages: list[dict[str, str]], spend: _Spend) -> ModelReply:
+        reply = await self._model.complete(messages, json_schema=PROPOSAL_SCHEMA)
+        self._count_tokens(reply)
+        spend.add(reply)
+        return reply
+
     async def _investigate(
-        self, model: ToolChatModel, messages: list[dict[str, str]], evidence: list[dict[str, Any]]
+        self, model: ToolChatModel, messages: list[dict[str, str]], evidence: list[dict[str, Any]], spend: _Spend
     ) -> ModelReply:
-        """The tool loop: the model calls read-only tools (at most ``max_tool_calls``, each checked by the
-        toolbox: anything not read-only is refused back to it and nothing runs), then answers with the
-        proposal JSON. The calls are recorded in ``evidence``. Returns the final reply."""
+        """The tool loop: the model calls read-only tools (each checked by the toolbox: anything not read-only
+        is refused back to it and nothing runs), then answers with the proposal JSON. The calls are recorded in
+        ``evidence``. When a budget runs out — ``max_tool_calls`` calls, the tokens, the seconds — the model is
+        told to answer now and offered no tools; one that still calls tools is cut off: its best answer so far
+        (a valid proposal it wrote beside a tool call), else InvalidModelOutput (the rules answer)."""
         assert self._toolbox is not None
         system = messages[0]["content"] + "\n\n" + self._prompts.prompt("investigate", max_calls=self._max_tool_calls)
         conversation: list[dict[str, Any]] = [{"role": "system", "content": system}, *messages[1:]]
-        used = 0
-        for _ in range(self._max_tool_calls + 2):  # every call used, one answer; one turn of slack
-            tools = self._toolbox.definitions() if used < self._max_tool_calls else []
-            reply = await model.complete_with_tools(conversation, tools)
+        used, turns, cut, best = 0, 0, None, None
+        while True:
+            if cut is None:  # refused calls do not count as used, so the turns are bounded too
+                cut = "tool_calls" if max(used, turns) >= self._max_tool_calls else spend.exhausted()
+                if cut is not None:
+                    self._metrics.inc("alertpilot_ai_budget_cutoffs_total", budget=cut)
+                    log.info("ai_budget_cutoff", model=self._model.name, budget=cut, tool_calls=used, tokens=spend.tokens)
+                    conversation.append({"role": "user", "content": self._prompts.prompt("answer_now", budget=cut)})
+            reply = await model.complete_with_tools(conversation, [] if cut else self._toolbox.definitions())
             self._count_tokens(reply)
+            spend.add(reply)
             if not reply.tool_calls:
                 return reply
+            if reply.text.strip() and self._usable(reply):
+                best = reply  # a proposal written beside a tool call: kept in case the model runs away
+            if cut is not None:  # told to answer, offered no tools, and still calling them: a runaway
+                if best is not None:
+                    log.info("ai_runaway_best_answer", model=self._model.name, tool_calls=used)
+                    return best
+                raise InvalidModelOutput(f"still calling tools after the {cut} budget ran out ({used} calls made)")
+            turns += 1
             conversation.append(reply.assistant_message())
             for call in reply.tool_calls:
                 result = await self._tool_result(call, used)
@@ -290,16 +351,34 @@ class AIAdvisor:
                 evidence.append(_evidence(call, result))
                 conversation.append(call.result_message(result.content if result is not None else
                                                         "refused: the tool-call budget is used up; answer now"))
-        raise InvalidModelOutput(f"still calling tools after {self._max_tool_calls} calls")
+
+    @staticmethod
+    def _usable(reply: ModelReply) -> bool:
+        try:
+            AIProposal.model_validate(parse_json_object(reply.text))
+        except (ValueError, ValidationError):
+            return False
+        return True
+
+    def _tool_label(self, name: str | None) -> str:
+        """A tool name as a metric label: the model may invent names, so unknown ones are not kept apart."""
+        return name if self._toolbox is not None and name in self._toolbox.names else "other"
 
     async def _tool_result(self, call: ToolCall, used: int) -> ToolResult | None:
         assert self._toolbox is not None
         if used >= self._max_tool_calls:
+            self._metrics.inc("alertpilot_ai_tool_calls_total", tool=self._tool_label(call.name), outcome="over_budget")
             return None
         if not call.ok:
+            self._metrics.inc("alertpilot_ai_tool_calls_total", tool=self._tool_label(call.name), outcome="refused")
             return ToolResult(tool=call.name or "?", arguments={}, ok=False, excerpt="", card_excerpt="", seconds=0.0,
                               refused=call.error or "unusable call")
-        return await self._toolbox.call(call.name, call.arguments)
+        result = await self._toolbox.call(call.name, call.arguments)
+        outcome = "refused" if result.refused is not None else "ok" if result.ok else "failed"
+        self._metrics.inc("alertpilot_ai_tool_calls_total", tool=self._tool_label(result.tool), outcome=outcome)
+        if result.refused is None:
+            self._metrics.observe("alertpilot_ai_tool_seconds", result.seconds, tool=self._tool_label(result.tool))
+        return result
 
     @staticmethod
     def _validated(reply: ModelReply) -> AIProposal:

@@ -223,6 +223,7 @@ class AnalysisService:
                     playbook_name=draft.playbook_name,
                     steps=list(draft.steps) or None,
                     tool_calls=len(draft.evidence) or None,
+                    consensus=self._policy.vote_tiers(draft, assessment),
                 )
             )
             await tx.timeline.add(

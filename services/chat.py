@@ -120,6 +120,12 @@ class ChatService:
                     tx, incident_id, "evidence", {"ref": ref, "calls": evidence}, now, targets=[actor.target],
                     dedup_key=f"details:{incident_id}:{_minute(now)}:evidence",
                 ) or queued
+            consensus = await self._queries.consensus(tx, incident_id)
+            if consensus:  # how several analyses voted, the dissent included (issue 12)
+                queued = await self._notify.thread(
+                    tx, incident_id, "consensus", {"ref": ref, **consensus}, now, targets=[actor.target],
+                    dedup_key=f"details:{incident_id}:{_minute(now)}:consensus",
+                ) or queued
         self._notify.wake()
         return ActionResult(Outcome.DETAILS_SENT if queued else Outcome.ALREADY_POSTED, ref)
 

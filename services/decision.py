@@ -7,6 +7,11 @@ within the decision SLA.
   under their own 5 s budget). Errors, timeouts and unusable output fall through to the rules.
 - The **rules** always answer.
 
+For severities in ``consensus_severities`` with a panel configured (services/consensus.py), every panel
+member analyses the incident in parallel within the same SLA instead; the largest group of proposals with
+the same remediation wins, and the record of every vote goes with it (the policy raises the tier on
+dissent). Members that have not answered by the SLA are cancelled and count as not agreeing.
+
 Past the SLA the rules' proposal is used and the AI call goes on in the background: its answer is
 recorded as a ``late`` decision row (and on the timeline) but does not replace the proposal on the card.
 After ``BREAKER_FAILURES`` failures in a row the model is not asked for ``BREAKER_SECONDS``, so a dead
@@ -18,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from services.ai import AIAdvisor, AIAnswer
+from services.consensus import PanelMember, Vote, tally
 from services.errors import ModelError
 from services.knowledge import KnowledgeService
 from services.metrics import Metrics
@@ -73,7 +80,15 @@ class DecisionService:
         *,
         sla_seconds: float,
         kb_budget_seconds: float = KB_BUDGET_SECONDS,
+        panel: Sequence[tuple[PanelMember, AIAdvisor]] = (),
+        consensus_severities: frozenset[str] = frozenset(),
+        allowed_tools: frozenset[str] = frozenset({"kubectl"}),
     ) -> None:
+        """``panel``: the analyses of a consensus, asked instead of ``advisor`` for an incident whose severity
+        is in ``consensus_severities`` (compared case-insensitively); ``allowed_tools`` parses their commands."""
+        self._panel = tuple(panel)
+        self._consensus_severities = frozenset(s.lower() for s in consensus_severities)
+        self._allowed_tools = allowed_tools
         self._db, self._playbooks, self._knowledge, self._advisor = db, playbooks, knowledge, advisor
         self._metrics, self._now = metrics, clock
         self.sla_seconds = sla_seconds
@@ -103,6 +118,8 @@ class DecisionService:
             return self._result(facts, rules_propose(facts), FallbackReason.CIRCUIT_OPEN, started, records, fresh)
 
         knowledge = await self._knowledge_hits(facts, deadline)
+        if self._panel and facts.severity.lower() in self._consensus_severities:
+            return await self._consensus(facts, knowledge, history, fresh, started, deadline, records)
         ask_started = time.monotonic()
         task = asyncio.create_task(self._advisor.propose(facts, knowledge=knowledge, history=history))
         done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
@@ -124,6 +141,60 @@ class DecisionService:
         self._failures = 0
         assert answer.draft is not None
         return self._result(facts, answer.draft, None, started, records, fresh, answer=answer)
+
+    async def _consensus(
+        self, facts: IncidentFacts, knowledge: list[dict[str, Any]], history: list[dict[str, Any]], fresh: bool,
+        started: float, deadline: float, records: list[Decision],
+    ) -> DecisionResult:
+        """Every panel member analyses in parallel until the SLA; the votes are tallied (services/consensus.py).
+        No answer at all: the rules. Each member's answer or failure is a decision row."""
+        ask_started = time.monotonic()
+        tasks = [
+            (member, asyncio.create_task(advisor.propose(facts, knowledge=knowledge, history=history),
+                                         name=f"consensus-{facts.incident_id}-{member.label}"))
+            for member, advisor in self._panel
+        ]
+        _, pending = await asyncio.wait([t for _, t in tasks], timeout=max(0.0, deadline - time.monotonic()))
+        for task in pending:  # no late answers here: a vote after the SLA would not change the card
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        votes: list[Vote] = []
+        answers: dict[PanelMember, AIAnswer] = {}
+        reasons: list[str] = []
+        for member, task in tasks:
+            if task in pending:
+                error, reason = f"no answer within the {self.sla_seconds:g} s decision SLA", FallbackReason.TIMEOUT
+            elif isinstance(task.exception(), ModelError):
+                exc = task.exception()
+                assert isinstance(exc, ModelError)
+                error, reason = str(exc), exc.reason
+            elif task.exception() is not None:
+                log.error("consensus_member_failed", incident_id=facts.incident_id, member=member.label,
+                          error=repr(task.exception()))
+                error, reason = "internal error", FallbackReason.INVALID_OUTPUT
+            else:
+                answers[member] = task.result()
+                votes.append(Vote(member, draft=task.result().draft))
+                continue
+            votes.append(Vote(member, error=f"{reason}: {error}"[:300]))
+            reasons.append(reason)
+            records.append(self._failed(facts, reason, f"{member.label}: {error}", _ms(ask_started), fresh, model=member.model))
+        consensus = tally(votes, allowed_tools=self._allowed_tools)
+        if consensus is None:
+            self._metrics.inc("alertpilot_ai_consensus_total", agreement="none")
+            self._note_failure()
+            reason = reasons[0] if len(set(reasons)) == 1 else FallbackReason.UNAVAILABLE
+            log.warning("consensus_failed", incident_id=facts.incident_id, reasons=reasons)
+            return self._result(facts, rules_propose(facts), reason, started, records, fresh)
+        self._failures = 0
+        self._metrics.inc("alertpilot_ai_consensus_total", agreement="full" if consensus.full else "partial")
+        lead = consensus.agreeing[0].member
+        for member, answer in answers.items():
+            if member != lead:
+                records.append(self._answered(facts, answer, DecisionOutcome.VOTE, fresh))
+        log.info("consensus", incident_id=facts.incident_id, agree=consensus.agree, of=consensus.of,
+                 dissent=[v.member.label for v in consensus.dissenting], silent=[v.member.label for v in consensus.silent])
+        return self._result(facts, consensus.chosen, None, started, records, fresh, answer=answers[lead])
 
     async def _playbook(self, facts: IncidentFacts, deadline: float) -> ProposalDraft | None:
         try:
@@ -186,17 +257,31 @@ class DecisionService:
         log.info("decided", incident_id=facts.incident_id, source=draft.source, fallback_reason=reason, latency_ms=latency_ms)
         return DecisionResult(draft=draft, fallback_reason=reason, latency_ms=latency_ms, records=records)
 
-    def _failed(self, facts: IncidentFacts, reason: str, error: str, latency_ms: int, fresh: bool) -> Decision:
+    def _failed(
+        self, facts: IncidentFacts, reason: str, error: str, latency_ms: int, fresh: bool, *, model: str | None = None
+    ) -> Decision:
         return Decision(
             incident_id=facts.incident_id,
             source="ai",
-            model=self.model_name,
+            model=model or self.model_name,
             outcome=DecisionOutcome.FAILED,
             fallback_reason=reason,
             latency_ms=latency_ms,
             error=error[:1000],
             fresh=fresh,
             created_at=self._now(),
+        )
+
+    def _answered(
+        self, facts: IncidentFacts, answer: AIAnswer, outcome: str, fresh: bool, *, latency_ms: int | None = None
+    ) -> Decision:
+        """A model's answer kept for the record without becoming the proposal (a late answer, a consensus vote)."""
+        assert answer.draft is not None
+        return Decision(
+            incident_id=facts.incident_id, source="ai", model=answer.model, outcome=outcome,
+            latency_ms=answer.latency_ms if latency_ms is None else latency_ms, prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens, response_format=answer.response_format,
+            repaired=answer.repaired, proposal=_proposal_json(answer.draft), fresh=fresh, created_at=self._now(),
         )
 
     def _note_failure(self) -> None:
@@ -224,14 +309,7 @@ class DecisionService:
         now = self._now()
         try:
             async with self._db.write() as tx:
-                await tx.decisions.add(
-                    Decision(
-                        incident_id=facts.incident_id, source="ai", model=answer.model, outcome=DecisionOutcome.LATE,
-                        latency_ms=_ms(started), prompt_tokens=answer.prompt_tokens,
-                        completion_tokens=answer.completion_tokens, response_format=answer.response_format,
-                        repaired=answer.repaired, proposal=_proposal_json(answer.draft), fresh=fresh, created_at=now,
-                    )
-                )
+                await tx.decisions.add(self._answered(facts, answer, DecisionOutcome.LATE, fresh, latency_ms=_ms(started)))
                 await tx.timeline.add(
                     incident_id=facts.incident_id, at=now, kind="ai_late_answer", model=answer.model,
                     command=answer.draft.command, latency_ms=_ms(started),
@@ -265,6 +343,7 @@ def _proposal_json(draft: ProposalDraft) -> dict[str, Any]:
         "playbook": draft.playbook_name,
         "steps": list(draft.steps),
         **({"evidence": list(draft.evidence)} if draft.evidence else {}),
+        **({"consensus": draft.consensus} if draft.consensus else {}),
     }
 
 

@@ -62,10 +62,16 @@ _TOOLS_FIELD = re.compile(r"[\"'`]tool(?:s|_choice)[\"'`]")
 class OpenAICompatibleModel:
     """``ChatModel`` over an OpenAI-compatible ``POST chat/completions``."""
 
-    def __init__(self, client: httpx.AsyncClient, *, model: str, api_key: str | None, timeout: float) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, *, model: str, api_key: str | None, timeout: float, temperature: float = 0.0
+    ) -> None:
+        """``temperature`` 0 (the default) for one deterministic analysis; above it for independent samples."""
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        if not 0 <= temperature <= 2:
+            raise ValueError("temperature must be between 0 and 2")
         self.name = model
+        self._temperature = temperature
         self._client = client
         self._api_key = api_key
         self._timeout = timeout
@@ -149,7 +155,7 @@ class OpenAICompatibleModel:
             "model": self.name,
             "messages": messages,
             "max_tokens": max_tokens,
-            "temperature": 0,
+            "temperature": self._temperature,
             "stream": False,
         }
         if tools:
@@ -217,7 +223,7 @@ class OpenAICompatibleModel:
             "model": self.name,
             "messages": messages,
             "max_tokens": max_tokens,
-            "temperature": 0,
+            "temperature": self._temperature,
             "stream": False,
         }
         if fmt == "json_schema":

@@ -11,13 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
+TOKEN_BUCKETS = (500, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000)
+TOOL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 @dataclass
 class _Family:
     name: str
     help: str
-    kind: str  # counter | histogram
+    kind: str  # counter | gauge | histogram
     labels: tuple[str, ...]
     buckets: tuple[float, ...] = ()
     values: dict[tuple[str, ...], float] = field(default_factory=dict)  # counter value / histogram sum
@@ -35,9 +37,27 @@ class Metrics:
                        ("purpose",), LATENCY_BUCKETS)
         self.counter("alertpilot_ai_late_answers_total", "AI answers that arrived after the decision SLA", ())
         self.counter("alertpilot_ai_tokens_total", "Tokens the AI model reported", ("kind",))
+        # deep analysis (issue 12): budgets per analysis, what the analyses spent, the tools they called
+        self.gauge("alertpilot_ai_budget", "Configured limit per analysis (tokens, seconds, tool_calls)", ("budget",))
+        self.counter("alertpilot_ai_budget_cutoffs_total",
+                     "Analyses told to answer now because a budget ran out", ("budget",))
+        self.histogram("alertpilot_ai_analysis_tokens", "Tokens one analysis used (tool loop and repair included)",
+                       (), TOKEN_BUCKETS)
+        self.counter("alertpilot_ai_tool_calls_total", "Read-only tool calls the AI model asked for, by outcome",
+                     ("tool", "outcome"))
+        self.histogram("alertpilot_ai_tool_seconds", "Duration of the read-only tool calls", ("tool",), TOOL_BUCKETS)
+        self.counter("alertpilot_ai_consensus_total", "Consensus analyses by agreement (full, partial, none)",
+                     ("agreement",))
 
     def counter(self, name: str, help_text: str, labels: Sequence[str]) -> None:
         self._families.setdefault(name, _Family(name, help_text, "counter", tuple(labels)))
+
+    def gauge(self, name: str, help_text: str, labels: Sequence[str]) -> None:
+        self._families.setdefault(name, _Family(name, help_text, "gauge", tuple(labels)))
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        family = self._families[name]
+        family.values[self._key(family, labels)] = value
 
     def histogram(self, name: str, help_text: str, labels: Sequence[str], buckets: Sequence[float]) -> None:
         self._families.setdefault(name, _Family(name, help_text, "histogram", tuple(labels), tuple(sorted(buckets))))
@@ -70,7 +90,7 @@ class Metrics:
         for family in self._families.values():
             lines.append(f"# HELP {family.name} {family.help}")
             lines.append(f"# TYPE {family.name} {family.kind}")
-            if family.kind == "counter":
+            if family.kind in ("counter", "gauge"):
                 if not family.values and not family.labels:
                     lines.append(f"{family.name} 0")
                 for key, value in sorted(family.values.items()):

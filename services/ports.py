@@ -66,6 +66,9 @@ class ProposalView:
     approved_by: tuple[str, ...] = ()  # signatures so far (two-approver tier)
     review_url: str | None = None  # the GitOps review issue, when one was opened
     tool_calls: int = 0  # the AI model investigated with this many read-only tool calls
+    agree: int = 0  # consensus: this many of ``voters`` analyses proposed this remediation (0: no consensus)
+    voters: int = 0
+    consensus_raised: bool = False  # the tier is a dissent's (or auto was withheld for lack of agreement)
     execution: ExecutionView | None = None
 
 
@@ -172,6 +175,8 @@ class ProposalDraft:
     steps: tuple[str, ...] = ()  # a playbook's later steps, after ``command``
     # the read-only tool calls the model made before it proposed: tool, arguments, ok, excerpt, seconds, refused
     evidence: tuple[dict[str, Any], ...] = ()
+    # several analyses compared (services/consensus.py): {"agree": 2, "of": 3, "votes": [{member, command, agrees, …}]}
+    consensus: dict[str, Any] | None = None
 
 
 # --- the AI model (an OpenAI-compatible chat-completions server) ---------------------------------

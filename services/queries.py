@@ -29,6 +29,21 @@ def evidence_view(call: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def vote_view(vote: dict[str, Any]) -> dict[str, Any]:
+    """One analysis of a consensus as Details shows it, every value bounded."""
+    confidence = vote.get("confidence")
+    return {
+        "member": clip(str(vote.get("member") or "?"), 60),
+        "agrees": bool(vote.get("agrees")),
+        "command": clip(vote.get("command"), 300) or None,
+        "root_cause": clip(vote.get("root_cause"), 200),
+        "tier": clip(vote.get("tier"), 20) or None,
+        "blast_score": vote.get("blast_score") if isinstance(vote.get("blast_score"), int) else None,
+        "confidence": confidence if isinstance(confidence, int | float) else None,
+        "error": clip(vote.get("error"), 160) or None,
+    }
+
+
 _REF = re.compile(r"^(?:inc-?)?#?(\d{1,12})$", re.IGNORECASE)
 MAX_PAGE = 500
 HISTORY_LIMIT = 8
@@ -81,6 +96,22 @@ class IncidentQueries:
         decision = await tx.decisions.get(proposal.decision_id)
         calls = (decision.proposal or {}).get("evidence") if decision is not None else None
         return [evidence_view(c) for c in calls[:EVIDENCE_SHOWN] if isinstance(c, dict)] if isinstance(calls, list) else []
+
+    async def consensus(self, tx: Tx, incident_id: int) -> dict[str, Any] | None:
+        """How the analyses behind the current proposal voted (agreement and every vote), or None."""
+        proposal = await tx.proposals.current(incident_id)
+        record = None if proposal is None else proposal.consensus
+        if not isinstance(record, dict) or not isinstance(record.get("votes"), list):
+            return None
+        votes = [vote_view(v) for v in record["votes"] if isinstance(v, dict)]
+        return {"agree": record.get("agree"), "of": record.get("of"), "raised": bool(record.get("raised")), "votes": votes}
+
+    async def analysis(self, incident_id: int) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """How the current proposal was reached: its tool calls (evidence) and its consensus, either may be empty."""
+        async with self._db.read() as tx:
+            if await tx.incidents.get(incident_id) is None:
+                raise IncidentNotFound(incident_ref(incident_id))
+            return await self.evidence(tx, incident_id), await self.consensus(tx, incident_id)
 
     async def details_pages(self, tx: Tx, incident_id: int) -> tuple[list[list[dict[str, Any]]], int]:
         return detail_pages(await tx.alerts.of_incident(incident_id))

@@ -191,6 +191,7 @@ def proposal_view(p: Proposal, approved_by: Sequence[str] = (), execution: Execu
         reasoning=clip(p.reasoning, CARD_LIMITS["reasoning"]),
         confidence=p.confidence,
         tool_calls=p.tool_calls or 0,
+        **_agreement(p.consensus),
         decided_by=clip(p.decided_by_name, CARD_LIMITS["decided_by"]) or None,
         decided_at=p.decided_at,
         decision_reason=clip(p.decision_reason, CARD_LIMITS["decision_reason"]) or None,
@@ -207,6 +208,13 @@ def proposal_view(p: Proposal, approved_by: Sequence[str] = (), execution: Execu
         review_url=p.review_url if p.review_url and len(p.review_url) <= REVIEW_URL_MAX else None,
         execution=None if execution is None or execution.proposal_id != p.id else execution_view(execution),
     )
+
+
+def _agreement(record: dict[str, Any] | None) -> dict[str, Any]:
+    """A proposal's consensus record as the card's "2/3 agree" (nothing when there was no consensus)."""
+    if not isinstance(record, dict) or not isinstance(record.get("agree"), int) or not isinstance(record.get("of"), int):
+        return {}
+    return {"agree": record["agree"], "voters": record["of"], "consensus_raised": bool(record.get("raised"))}
 
 
 def alert_view(alert: Alert) -> dict[str, Any]:

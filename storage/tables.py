@@ -169,6 +169,8 @@ class Proposal(SQLModel, table=True):
     decision_id: int | None = Field(default=None, foreign_key="decision.id")
     fallback_reason: str | None = None  # why the rules answered although a model is configured
     tool_calls: int | None = None  # read-only tool calls the AI model made before it proposed (issue 12)
+    # several analyses compared (services/consensus.py): agree, of, votes with their tiers, raised
+    consensus: dict[str, Any] | None = added_json()
     playbook_id: int | None = Field(default=None, foreign_key="playbook.id")
     playbook_name: str | None = None
     steps: list[str] | None = added_json()  # a playbook's later steps (``command`` is the first)
@@ -259,6 +261,7 @@ class DecisionOutcome(StrEnum):
     USED = "used"  # became the incident's proposal
     LATE = "late"  # the model answered after the SLA: kept for the record, the card was not flipped
     FAILED = "failed"  # the model was asked and gave no usable answer
+    VOTE = "vote"  # a consensus analysis that answered but is not the one on the card (it was counted)
 
 
 class Decision(SQLModel, table=True):

@@ -34,6 +34,7 @@ from services.approvals import ApprovalService
 from services.assistant import AssistantService
 from services.chat import ChatService, refusal, result_context
 from services.errors import IncidentNotFound, InvalidIncidentRef
+from services.incidents import incident_ref
 from services.ports import CardAction, ChatTarget
 from services.postmortems import PostmortemService
 from services.queries import IncidentQueries, parse_incident_ref
@@ -188,6 +189,19 @@ async def _command(deps: WeComDeps, actor: Actor, text: str) -> dict[str, Any]:
             if not deps.chat.may_read(actor):
                 return _refused(deps, ref)
             return card_reply(deps.renderer, await deps.queries.card(incident_id))
+        if name == "details":  # what the model looked at and how the analyses voted (the card's Details has the alerts)
+            if len(words) < 2:
+                return markdown_reply(deps.renderer, "error", code="usage", command="details")
+            incident_id = parse_incident_ref(words[1])
+            if not deps.chat.may_read(actor):
+                return _refused(deps, words[1])
+            calls, consensus = await deps.queries.analysis(incident_id)
+            ref = incident_ref(incident_id)
+            parts = ([deps.renderer.render("wecom/evidence.md.j2", ref=ref, calls=calls)] if calls else []) + (
+                [deps.renderer.render("wecom/consensus.md.j2", ref=ref, **consensus)] if consensus else [])
+            if not parts:
+                return card_reply(deps.renderer, await deps.queries.card(incident_id))
+            return {"msgtype": "markdown", "markdown": {"content": "\n\n".join(parts)}}
         if name == "incidents":
             if not deps.chat.may_read(actor):
                 return _refused(deps, "")

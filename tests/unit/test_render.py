@@ -17,7 +17,7 @@ from services.execution import commands_context
 from services.failures import ANALYSIS_MAX, COMMANDS_SHOWN, DEFAULT_TITLE, MENTIONS_MAX
 from services.playbooks import STEPS_MAX
 from services.ports import CardAction
-from services.queries import _execution_json, _history_item, evidence_view
+from services.queries import _execution_json, _history_item, evidence_view, vote_view
 from services.views import (
     CARD_LIMITS,
     CARD_MAX_STEPS,
@@ -714,7 +714,25 @@ PLAUSIBLE: dict[str, list[dict[str, Any]]] = {
         {"outcome": "<weird> & new", "ref": "", "state": None, "by": None, "needed_role": None},
     ],
     "audit": _AUDIT,
-    "card": [{"card": build_card(make_incident(), [make_alert()], make_proposal())}],
+    "card": [
+        {"card": build_card(make_incident(), [make_alert()], make_proposal())},
+        {"card": build_card(make_incident(), [make_alert()], make_proposal(
+            source="ai", model="gpt-a", tool_calls=3, tier="two_approvers", blast_score=12, required_approvals=2,
+            consensus={"agree": 2, "of": 3, "raised": True, "votes": []}))},
+    ],
+    "consensus": [
+        {"ref": "INC-42", "agree": 2, "of": 3, "raised": True, "votes": [
+            vote_view({"member": "gpt-a", "agrees": True, "command": "kubectl -n shop rollout restart deploy/api",
+                       "root_cause": "memory leak <b>&", "tier": "one_approver", "blast_score": 12, "confidence": 0.8}),
+            vote_view({"member": "gpt-b <i>", "agrees": False, "command": "kubectl -n shop scale deploy/api --replicas=0",
+                       "root_cause": "bad deploy", "tier": "two_approvers", "blast_score": 60, "confidence": "x"}),
+            vote_view({"member": "gpt-c", "agrees": False, "error": "timeout: no answer within the SLA"}),
+        ]},
+        {"ref": "INC-43", "agree": 3, "of": 3, "raised": False, "votes": [
+            vote_view({"member": "m #%d" % i, "agrees": True, "command": "k" * 900, "root_cause": "r" * 900})
+            for i in range(1, 4)
+        ]},
+    ],
     "decision": [
         {"ref": "INC-42", "approved": True, "by": "@alice", "at": CREATED.isoformat(), "reason": ""},
         {"ref": "INC-42", "approved": False, "by": "Bob <b>", "at": CREATED.isoformat(), "reason": "not now & <never>"},
