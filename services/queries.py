@@ -287,6 +287,8 @@ def _proposal_json(p: Proposal) -> dict[str, Any]:
         "spec": p.spec,
         "proposed_by": p.proposed_by,
         "review_url": p.review_url,
+        "tool_calls": p.tool_calls or 0,
+        "consensus": p.consensus,
         "playbook": p.playbook_name,
         "steps": list(p.steps or []),
         "decided_by": p.decided_by,
