@@ -162,7 +162,9 @@ def _sum(a: int | None, b: int | None) -> int | None:
 @dataclass(frozen=True)
 class Budget:
     """What one analysis may spend (issue 12): tokens over all its requests (tool loop and repair included),
-    and seconds of investigating. When either runs out the model is told to answer now, without tools."""
+    and seconds of investigating. When either runs out the model is told to answer now, without tools. The
+    tokens are those the server reports (``usage``): a server that reports none is held to the time and
+    tool-call budgets only."""
 
     tokens: int | None = None
     seconds: float | None = None
@@ -255,6 +257,12 @@ class AIAdvisor:
 
     async def _propose(self, messages: list[dict[str, str]]) -> AIAnswer:
         spend = _Spend(self._budget)
+        try:
+            return await self._spending(messages, spend)
+        finally:  # what every analysis spent, the runaways and failures included
+            self._metrics.observe("alertpilot_ai_analysis_tokens", spend.tokens)
+
+    async def _spending(self, messages: list[dict[str, str]], spend: _Spend) -> AIAnswer:
         evidence: list[dict[str, Any]] = []
         tool_model = self._tool_model()
         reply: ModelReply | None = None
@@ -271,7 +279,6 @@ class AIAdvisor:
         except (ValueError, ValidationError) as exc:
             log.info("ai_output_invalid", error=_bounded(exc, 300), finish_reason=reply.finish_reason)
             if spend.exhausted() == "tokens":  # no repair on an empty purse: the rules answer
-                self._metrics.observe("alertpilot_ai_analysis_tokens", spend.tokens)
                 raise InvalidModelOutput(f"invalid, and the token budget ({self._budget.tokens}) is spent: "
                                          f"{_bounded(exc, 300)}") from None
             repair = [
@@ -285,7 +292,6 @@ class AIAdvisor:
             except (ValueError, ValidationError) as again:
                 raise InvalidModelOutput(f"invalid after one repair attempt: {_bounded(again, 300)}") from None
             repaired = True
-        self._metrics.observe("alertpilot_ai_analysis_tokens", spend.tokens)
         draft = ProposalDraft(
             source="ai",
             model=final.model or self._model.name,

@@ -48,6 +48,8 @@ def parse_panel(value: str) -> tuple[PanelMember, ...]:
         match = _ENTRY.fullmatch(raw)
         if match is None:
             raise ValueError(f"not a model entry: {raw!r} (model, model*3 or model@http://host:port/v1)")
+        if "://" in match["model"]:  # m@htp://… or m@ftp://…: a mistyped server, not a model name
+            raise ValueError(f"{raw!r}: a model's server must be an http(s) URL (model@http://host:port/v1)")
         samples = int(match["n"]) if match["n"] else 1
         if not 1 <= samples <= MAX_PANEL:
             raise ValueError(f"{raw!r}: between 1 and {MAX_PANEL} samples")

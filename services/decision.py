@@ -147,7 +147,8 @@ class DecisionService:
         started: float, deadline: float, records: list[Decision],
     ) -> DecisionResult:
         """Every panel member analyses in parallel until the SLA; the votes are tallied (services/consensus.py).
-        No answer at all: the rules. Each member's answer or failure is a decision row."""
+        No answer at all: the rules, with the members' common failure reason (``unavailable`` when they failed
+        for different reasons). Each member's answer or failure is a decision row."""
         ask_started = time.monotonic()
         tasks = [
             (member, asyncio.create_task(advisor.propose(facts, knowledge=knowledge, history=history),
