@@ -23,6 +23,12 @@ $(VENV)/.installed-test: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(VENV)/bin/alertpilot
 
+# Checks the configuration and every configured connection (read-only); DOCTOR_ARGS=--send also posts a test
+# message to each WeCom robot. Exits non-zero when a check FAILs.
+.PHONY: doctor
+doctor: $(VENV)/.installed
+	$(VENV)/bin/alertpilot doctor $(DOCTOR_ARGS)
+
 # Prometheus Alertmanager (+ amtool) for the real-peer test, from Debian's archive when missing.
 alertmanager:
 	@if ! command -v prometheus-alertmanager >/dev/null 2>&1 && ! command -v alertmanager >/dev/null 2>&1; then \

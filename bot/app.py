@@ -25,9 +25,10 @@ from bot.chat.console import ConsoleGateway
 from bot.chat.telegram import TelegramGateway
 from bot.chat.wecom import WeComRobotGateway, mask_key, robot_id
 from bot.chat.wecom_streams import WeComStreams
-from bot.cli import send_test_alert
+from bot.cli import send_test_alert, service_arg, severity_arg
 from bot.deps import Deps
 from bot.dispatcher import build_dispatcher
+from bot.doctor import doctor, settings_failed
 from bot.ingest_token import ensure_ingest_token
 from bot.logging import configure_logging
 from bot.polling import supervise_polling
@@ -54,6 +55,7 @@ from services.gitops import GitOpsClient, GitOpsReviewer
 from services.incidents import IncidentService
 from services.investigation import HttpUpstream, KubectlAccess, PastIncidents, Toolbox
 from services.knowledge import KnowledgeService
+from services.languages import MODEL_LANGUAGES, ChatLanguages
 from services.learning import LearningService
 from services.leases import JobLeases, process_owner
 from services.llm import OpenAICompatibleModel
@@ -110,8 +112,9 @@ async def _running(
     db = Database(settings.database_url)
     await db.create_schema()
     token, generated = await ensure_ingest_token(db, settings)
-    renderer = Renderer(settings.tz)
+    renderer = Renderer(settings.tz, default_lang=settings.language)
     roles = settings.role_map
+    languages = ChatLanguages(db, roles, default=settings.language)
     outbox_wakeup, analysis_wakeup = Wakeup(), Wakeup()
 
     bot: Bot | None = None
@@ -120,7 +123,7 @@ async def _running(
     if settings.telegram_token is not None:
         session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base), timeout=30)
         bot = Bot(settings.telegram_token.get_secret_value(), session=session)
-        telegram = TelegramGateway(bot, renderer)
+        telegram = TelegramGateway(bot, renderer, languages)
         gateways.append(telegram)
     card_targets: list[ChatTarget] = []
     if bot is not None and settings.telegram_chat_id is not None:
@@ -130,7 +133,8 @@ async def _running(
     if settings.wecom_keys:
         # One client for WeCom, opened here and closed at shutdown (house style §10).
         wecom_client = httpx.AsyncClient(base_url=settings.wecom_api_base + "/", timeout=10)
-        wecom = WeComRobotGateway(wecom_client, renderer, settings.wecom_keys, oncall=settings.wecom_oncall_ids)
+        wecom = WeComRobotGateway(wecom_client, renderer, settings.wecom_keys, oncall=settings.wecom_oncall_ids,
+                                  languages=languages)
         gateways.append(wecom)
         card_targets += [ChatTarget("wecom", chat_id) for chat_id in wecom.chat_ids]
         wecom_problems = await invalid_robots(db, settings)
@@ -159,10 +163,13 @@ async def _running(
         api_key = settings.ai_api_key.get_secret_value() if settings.ai_api_key is not None else None
         model = OpenAICompatibleModel(ai_client, model=settings.ai_model, api_key=api_key, timeout=settings.ai_timeout_seconds)
         toolbox = build_toolbox(settings, knowledge, db, queries, clients)
-        advisor = AIAdvisor(model, renderer, counters, toolbox=toolbox, max_tool_calls=settings.ai_max_tool_calls,
-                            budget=settings.ai_budget)
-        panel = build_panel(settings, ai_client, api_key, clients, lambda m: AIAdvisor(
-            m, renderer, counters, toolbox=toolbox, max_tool_calls=settings.ai_max_tool_calls, budget=settings.ai_budget))
+        language = MODEL_LANGUAGES[settings.language]  # proposals and postmortems: the default language
+
+        def advisor_of(chat_model: OpenAICompatibleModel) -> AIAdvisor:
+            return AIAdvisor(chat_model, renderer, counters, toolbox=toolbox, max_tool_calls=settings.ai_max_tool_calls,
+                             budget=settings.ai_budget, language=language)
+        advisor = advisor_of(model)
+        panel = build_panel(settings, ai_client, api_key, clients, advisor_of)
         report_budgets(counters, settings)
     decisions = DecisionService(
         db, playbooks, knowledge, advisor, counters, clock, sla_seconds=settings.decision_sla_seconds,
@@ -232,7 +239,8 @@ async def _running(
         knowledge=knowledge,
         playbooks=playbooks,
         assistant=AssistantService(
-            queries, knowledge, playbooks, advisor, chat, clock, budget_seconds=settings.decision_sla_seconds
+            queries, knowledge, playbooks, advisor, chat, clock, budget_seconds=settings.decision_sla_seconds,
+            languages=languages,
         ),
         execution=execution,
         manual=ManualProposals(db, settings.remediation_policy, notifier, roles, clock, reviews=reviews),
@@ -240,6 +248,7 @@ async def _running(
         reports=reports,
         postmortems=postmortems,
         metrics=counters,
+        languages=languages,
         ingest_token=token,
         telegram_state="polling" if bot is not None else "not configured",
     )
@@ -251,6 +260,7 @@ async def _running(
         app[wecom_callback.WECOM] = wecom_callback.WeComDeps(
             crypto=crypto, db=db, approvals=deps.approvals, assistant=deps.assistant, streams=streams, chat=chat,
             queries=queries, renderer=renderer, clock=clock, silences=silences, reports=reports, postmortems=postmortems,
+            languages=languages,
         )
     app[DEPS] = HttpDeps(db=db, incidents=deps.incidents, queries=queries, ingest_token=token, telegram_state=deps.telegram_state,
                          metrics=counters, sources=sources, clock=clock)
@@ -601,13 +611,25 @@ def main(argv: list[str] | None = None) -> None:
     test = sub.add_parser("send-test-alert", help="post a sample Alertmanager alert to the running instance")
     test.add_argument("--resolve", metavar="ID", help="resolve the test alert with this id instead of firing a new one")
     test.add_argument("--url", help="alertpilot's base URL (default: from ALERTPILOT_HTTP_HOST/PORT)")
+    test.add_argument("--severity", type=severity_arg, default="critical",
+                      help="the alert's severity label (default: critical)")
+    test.add_argument("--service", type=service_arg, default="demo-api",
+                      help="the service it is about: its service and deployment labels (default: demo-api)")
+    check = sub.add_parser("doctor", help="check the configuration and every configured connection (read-only)")
+    check.add_argument("--send", action="store_true", help="also post a test message to each WeCom robot")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as exc:
+        if args.command == "doctor":
+            raise SystemExit(settings_failed(exc)) from None
         print(f"alertpilot: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if args.command == "doctor":
+        configure_logging(settings.log_format, "debug" if settings.log_level == "debug" else "error")  # the table speaks
+        raise SystemExit(asyncio.run(doctor(settings, send=args.send)))
     configure_logging(settings.log_format, settings.log_level)
     if args.command == "send-test-alert":
-        raise SystemExit(asyncio.run(send_test_alert(settings, resolve=args.resolve, url=args.url)))
+        raise SystemExit(asyncio.run(send_test_alert(settings, resolve=args.resolve, url=args.url,
+                                                     severity=args.severity, service=args.service)))
     raise SystemExit(asyncio.run(serve(settings)))

@@ -15,6 +15,7 @@ from services.decision import DecisionService
 from services.execution import ExecutionService
 from services.incidents import IncidentService
 from services.knowledge import KnowledgeService
+from services.languages import ChatLanguages
 from services.manual import ManualProposals
 from services.metrics import Metrics
 from services.notify import Notifier
@@ -47,6 +48,7 @@ class Deps:
     reports: ReportService
     postmortems: PostmortemService
     metrics: Metrics
+    languages: ChatLanguages
     ingest_token: str
     telegram_state: str  # "polling" | "not configured"
 
@@ -62,4 +64,5 @@ class Deps:
             "reports": self.reports,
             "postmortems": self.postmortems,
             "renderer": self.renderer,
+            "languages": self.languages,
         }

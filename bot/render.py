@@ -1,20 +1,36 @@
-"""The jinja2 environment: every user-visible text is a template under templates/<channel>/."""
+"""The jinja2 environments: every user-visible text is a template under templates/<channel>/, in English, its
+phrases marked for translation (``{% trans %}…{% endtrans %}``, ``_("…")``); templates/i18n/<lang>/*.po hold
+the zh-CN and zh-TW catalogs (gettext, read with Babel and compiled in memory at start-up). One environment per
+language and channel kind (HTML for Telegram, markdown for WeCom); ``render(name, lang=…)`` picks it.
+
+``strict=True`` (tests) makes a phrase without a translation an error instead of an English fallback.
+"""
 
 from __future__ import annotations
 
+import copy
+import gettext
 import html
+import io
 import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from babel.messages.catalog import Catalog
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from services.languages import DEFAULT_LANGUAGE, LANGUAGES
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 TELEGRAM_TEXT_LIMIT = 4096
 WECOM_MARKDOWN_LIMIT = 4096  # bytes (UTF-8) of a WeCom robot markdown message
 WECOM_TEXT_LIMIT = 2048  # bytes of a text message
+# A date and time in the configured zone, as each language writes it.
+WHEN_FORMATS = {"en": "{y}-{mm}-{dd} {hm}", "zh-CN": "{y}年{m}月{d}日 {hm}", "zh-TW": "{y}年{m}月{d}日 {hm}"}
 _TAG = re.compile(r"<[^>]+>")
 _MARKDOWN_MARKUP = re.compile(r"</?font[^>]*>|\*\*|`")
 _MENTION = re.compile(r"<@([^>]+)>")
@@ -56,32 +72,118 @@ def clip_bytes(text: str, limit: int) -> str:
     return data[: limit - 3].decode("utf-8", errors="ignore").rstrip() + "…"
 
 
-class Renderer:
-    def __init__(self, tz: ZoneInfo, templates_dir: Path = TEMPLATES_DIR) -> None:
-        self.tz = tz
-        self.env = Environment(
-            loader=FileSystemLoader(str(templates_dir)),
-            undefined=StrictUndefined,
-            autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False, default=False),
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.env.filters["hm"] = self._hm
-        self.env.filters["when"] = self._when
-        # WeCom markdown (templates/wecom/*): no HTML escaping, every inserted value neutralised.
-        self.markdown_env = self.env.overlay(autoescape=False, finalize=markdown_value)
+class MissingTranslation(LookupError):
+    """A phrase has no translation in a catalog (raised only by a strict Renderer)."""
 
-    def render(self, name: str, **context: Any) -> str:
-        env = self.markdown_env if name.startswith("wecom/") else self.env
+
+class _Strict(gettext.GNUTranslations):
+    """A catalog that refuses to fall back to English: the completeness tests render with it."""
+
+    def __init__(self, fp: io.BytesIO, lang: str) -> None:
+        super().__init__(fp)
+        self.lang = lang
+
+    def gettext(self, message: str) -> str:
+        if message not in self._catalog or not self._catalog[message]:  # type: ignore[attr-defined]
+            raise MissingTranslation(f"{self.lang}: no translation for {message!r}")
+        return super().gettext(message)
+
+    def ngettext(self, msgid1: str, msgid2: str, n: int) -> str:
+        if (msgid1, 0) not in self._catalog:  # type: ignore[attr-defined]
+            raise MissingTranslation(f"{self.lang}: no translation for {msgid1!r} / {msgid2!r}")
+        return super().ngettext(msgid1, msgid2, n)
+
+
+def read_catalog(lang: str, templates_dir: Path = TEMPLATES_DIR) -> Catalog:
+    """Every ``templates/i18n/<lang>/*.po`` merged into one catalog. A phrase translated differently in two
+    files is an error (ValueError naming both), so the files can be split by area without drifting apart."""
+    merged = Catalog(locale=lang.replace("-", "_"), fuzzy=False)
+    origin: dict[Any, str] = {}
+    for path in sorted((templates_dir / "i18n" / lang).glob("*.po")):
+        with path.open("rb") as fp:
+            catalog = read_po(fp, locale=lang.replace("-", "_"))
+        for message in catalog:
+            if not message.id or not message.string or (isinstance(message.string, tuple) and not all(message.string)):
+                continue
+            key = message.id
+            existing = merged.get(key)
+            if existing is not None and existing.string != message.string:
+                raise ValueError(f"{lang}: {key!r} is translated differently in {origin[key]} and {path.name}")
+            merged[key] = message
+            origin[key] = path.name
+    return merged
+
+
+def compiled(catalog: Catalog, lang: str, *, strict: bool) -> gettext.GNUTranslations:
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog)
+    buffer.seek(0)
+    return _Strict(buffer, lang) if strict else gettext.GNUTranslations(buffer)
+
+
+class Renderer:
+    def __init__(
+        self, tz: ZoneInfo, templates_dir: Path = TEMPLATES_DIR, *, default_lang: str = DEFAULT_LANGUAGE,
+        strict: bool = False,
+    ) -> None:
+        """``default_lang``: the language of messages to chats without their own (/lang)."""
+        self.tz = tz
+        self.default_lang = default_lang
+        self._templates_dir, self._strict = templates_dir, strict
+        self._envs: dict[tuple[str, bool], Environment] = {}
+        self.env = self._environment(DEFAULT_LANGUAGE, markdown=False)  # English HTML (tests and tools)
+
+    def _environment(self, lang: str, *, markdown: bool) -> Environment:
+        """The environment of one language and channel kind, built once. Each has its own globals (the
+        installed gettext), so they are separate environments, not overlays (which share globals)."""
+        key = (lang, markdown)
+        if key not in self._envs:
+            env = Environment(
+                loader=FileSystemLoader(str(self._templates_dir)),
+                undefined=StrictUndefined,
+                autoescape=False if markdown else select_autoescape(
+                    enabled_extensions=("html.j2",), default_for_string=False, default=False),
+                # WeCom markdown (templates/wecom/*): no HTML escaping, every inserted value neutralised.
+                finalize=markdown_value if markdown else None,
+                trim_blocks=True,
+                lstrip_blocks=True,
+                extensions=["jinja2.ext.i18n"],
+            )
+            if lang == DEFAULT_LANGUAGE:
+                env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+            else:
+                translations = compiled(read_catalog(lang, self._templates_dir), lang, strict=self._strict)
+                env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
+            env.filters["hm"] = self._hm
+            env.filters["when"] = self._when_in(lang)
+            env.globals["lang"] = lang
+            self._envs[key] = env
+        return self._envs[key]
+
+    def bound(self, lang: str) -> Renderer:
+        """This renderer speaking ``lang`` by default (one chat's answers); the environments are shared."""
+        other = copy.copy(self)
+        other.default_lang = lang if lang in LANGUAGES else self.default_lang
+        return other
+
+    def render(self, name: str, *, lang: str | None = None, **context: Any) -> str:
+        """``name`` rendered in ``lang`` (default: the configured language); an unknown language is English."""
+        lang = lang or self.default_lang
+        if lang not in LANGUAGES:
+            lang = DEFAULT_LANGUAGE
+        env = self._environment(lang, markdown=name.startswith("wecom/"))
         return env.get_template(name).render(**context).strip()
 
     def prompt(self, name: str, **context: Any) -> str:
-        """An AI prompt (templates/ai/<name>.j2; plain text, no escaping): the services.ports.Prompts port."""
-        return self.render(f"ai/{name}.j2", **context)
+        """An AI prompt (templates/ai/<name>.j2; plain text, never translated: the model is told which
+        language to answer in): the services.ports.Prompts port."""
+        return self._environment(DEFAULT_LANGUAGE, markdown=False).get_template(f"ai/{name}.j2").render(
+            **context).strip()
 
-    def strings(self, channel: str) -> Any:
-        """Named strings (button labels…) exported by templates/<channel>/strings.j2."""
-        return self.env.get_template(f"{channel}/strings.j2").module
+    def strings(self, channel: str, *, lang: str | None = None) -> Any:
+        """Named strings (button labels…) exported by templates/<channel>/strings.j2, in ``lang``."""
+        lang = lang if lang in LANGUAGES else self.default_lang
+        return self._environment(lang, markdown=False).get_template(f"{channel}/strings.j2").module
 
     def _local(self, value: datetime | str | None) -> datetime | None:
         if value is None or value == "":
@@ -96,6 +198,13 @@ class Renderer:
         local = self._local(value)
         return "" if local is None else local.strftime("%H:%M")
 
-    def _when(self, value: datetime | str | None) -> str:
-        local = self._local(value)
-        return "" if local is None else local.strftime("%Y-%m-%d %H:%M")
+    def _when_in(self, lang: str) -> Any:
+        pattern = WHEN_FORMATS.get(lang, WHEN_FORMATS[DEFAULT_LANGUAGE])
+
+        def when(value: datetime | str | None) -> str:
+            local = self._local(value)
+            if local is None:
+                return ""
+            return pattern.format(y=local.year, m=local.month, d=local.day, hm=local.strftime("%H:%M"),
+                                  mm=f"{local.month:02d}", dd=f"{local.day:02d}")
+        return when

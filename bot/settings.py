@@ -22,6 +22,7 @@ from services.failures import (
     check_title,
     parse_notify_targets,
 )
+from services.languages import parse_language
 from services.policy import RemediationPolicy
 from services.ports import ChatTarget
 from services.roles import RoleMap, parse_roles
@@ -131,6 +132,8 @@ class Settings(BaseSettings):
     approval_reminder_minutes: int = Field(default=15, ge=0, le=1440)  # 0: no reminders
 
     roles: str = ""
+    # The language of every message (en, zh-CN, zh-TW); an admin may give a chat its own with /lang.
+    language: str = "en"
     timezone: str = "Asia/Taipei"
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -232,6 +235,14 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL such as http://127.0.0.1:11434/v1")
         return value.rstrip("/")
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        lang = parse_language(value)
+        if lang is None:
+            raise ValueError(f"not a language alertpilot speaks: {value!r} (en, zh-CN or zh-TW)")
+        return lang
 
     @field_validator("consensus_models")
     @classmethod

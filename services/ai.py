@@ -202,14 +202,16 @@ class AIAdvisor:
 
     def __init__(
         self, model: ChatModel, prompts: Prompts, metrics: Metrics, *, toolbox: Toolbox | None = None,
-        max_tool_calls: int = 0, budget: Budget | None = None,
+        max_tool_calls: int = 0, budget: Budget | None = None, language: str = "English",
     ) -> None:
         """``toolbox``/``max_tool_calls``: when the model can call tools, it may make up to that many read-only
         calls (services/investigation.py) before it proposes; a server without tools gets the single-shot
-        prompt. ``budget``: tokens and seconds one analysis may spend (unlimited when None)."""
+        prompt. ``budget``: tokens and seconds one analysis may spend (unlimited when None). ``language``: what
+        the model writes its prose in (services/languages.py MODEL_LANGUAGES; ``write`` may ask for another)."""
         self._model, self._prompts, self._metrics = model, prompts, metrics
         self._toolbox, self._max_tool_calls = toolbox, max_tool_calls
         self._budget = budget or Budget()
+        self._language = language
 
     @property
     def model_name(self) -> str:
@@ -232,7 +234,7 @@ class AIAdvisor:
             "knowledge_base": knowledge,
         }
         messages = [
-            {"role": "system", "content": self._prompts.prompt("propose_system")},
+            {"role": "system", "content": self._prompts.prompt("propose_system", language=self._language)},
             {"role": "user", "content": self._prompts.prompt("propose", data=prompt_json(data))},
         ]
         started = time.monotonic()
@@ -393,10 +395,13 @@ class AIAdvisor:
             raise ValueError("the reply was cut off (finish_reason=length); answer shorter")
         return AIProposal.model_validate(parse_json_object(reply.text))
 
-    async def write(self, purpose: str, data: dict[str, Any], *, question: str = "") -> AIAnswer:
-        """A free-text answer: ``purpose`` is "summary" (of one incident) or "ask" (a question)."""
+    async def write(
+        self, purpose: str, data: dict[str, Any], *, question: str = "", language: str | None = None
+    ) -> AIAnswer:
+        """A free-text answer: ``purpose`` is "summary" (of one incident) or "ask" (a question), in ``language``
+        (the asking chat's; default: the advisor's)."""
         messages = [
-            {"role": "system", "content": self._prompts.prompt("assistant_system")},
+            {"role": "system", "content": self._prompts.prompt("assistant_system", language=language or self._language)},
             {"role": "user", "content": self._prompts.prompt(purpose, data=prompt_json(data), question=prompt_json(question))},
         ]
         started = time.monotonic()

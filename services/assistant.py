@@ -18,7 +18,9 @@ from services.chat import ChatService, refusal
 from services.errors import ModelError
 from services.incidents import incident_ref
 from services.knowledge import KnowledgeService, index_text, search_terms
+from services.languages import MODEL_LANGUAGES
 from services.playbooks import PlaybookService
+from services.ports import ChatTarget, Languages
 from services.queries import IncidentQueries
 from services.views import clip, split_text, to_context
 from storage.clock import Clock
@@ -56,7 +58,10 @@ class AssistantService:
         clock: Clock,
         *,
         budget_seconds: float,
+        languages: Languages | None = None,
     ) -> None:
+        """``languages``: the model answers in the asking chat's language (/lang)."""
+        self._languages = languages
         self._queries, self._knowledge, self._playbooks = queries, knowledge, playbooks
         self._advisor, self._chat, self._now = advisor, chat, clock
         self._budget = budget_seconds
@@ -71,7 +76,7 @@ class AssistantService:
             await say("action_result", refusal(ref))
             return
         facts = await self._queries.summary_facts(incident_id)  # raises IncidentNotFound
-        text, model, failure = await self._write("summary", facts)
+        text, model, failure = await self._write("summary", facts, target=actor.target)
         if text is None:
             await say("summary", {**_summary_view(facts), "ai_failure": failure})
             return
@@ -99,7 +104,7 @@ class AssistantService:
             "recent_incidents": recent,
             "knowledge_base": [to_context(h) for h in hits],
         }
-        text, model, failure = await self._write("ask", data, question=question)
+        text, model, failure = await self._write("ask", data, question=question, target=actor.target)
         if text is None:
             terms = search_terms(question)
             related = [i for i in open_items if _mentions(terms, f"{i['title']} {i['service']}")]
@@ -152,13 +157,16 @@ class AssistantService:
             log.warning("knowledge_search_timeout", budget_seconds=KB_BUDGET_SECONDS)
             return []
 
-    async def _write(self, purpose: str, data: dict[str, Any], *, question: str = "") -> tuple[str | None, str | None, str | None]:
+    async def _write(
+        self, purpose: str, data: dict[str, Any], *, target: ChatTarget, question: str = ""
+    ) -> tuple[str | None, str | None, str | None]:
         """(text, model, None) from the model; (None, None, reason) when it failed; (None, None, None) without one."""
         if self._advisor is None:
             return None, None, None
+        language = None if self._languages is None else MODEL_LANGUAGES.get(await self._languages.of(target))
         try:
             async with asyncio.timeout(self._budget):
-                answer = await self._advisor.write(purpose, data, question=question)
+                answer = await self._advisor.write(purpose, data, question=question, language=language)
         except TimeoutError:
             return None, None, "timeout"
         except ModelError as exc:

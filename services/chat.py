@@ -3,6 +3,7 @@ it is paced, retried and rendered by the channel it goes to (templates/<channel>
 
 from __future__ import annotations
 
+import secrets
 import shlex
 from datetime import datetime
 from typing import Any
@@ -13,7 +14,7 @@ from services.incidents import incident_ref
 from services.notify import Notifier
 from services.ports import ChatTarget
 from services.queries import IncidentQueries
-from services.roles import Role, RoleMap
+from services.roles import ROUTE_PREFIX, Role, RoleMap
 from services.views import clip, last_line, to_context
 from storage.clock import Clock
 from storage.db import Database
@@ -22,6 +23,12 @@ AUDIT_EXECUTIONS = 3  # one message each, the newest
 AUDIT_ATTEMPTS = 8  # per execution, the last ones
 AUDIT_ARGV = 180
 AUDIT_OUTPUT = 120
+ANONYMOUS_TELEGRAM = "tg:anonymous"  # an anonymous group admin or a channel post: nobody to give a role to
+# /help: each section and the role it needs (the viewer section also shows to members of a card chat)
+HELP_SECTIONS = (("everyone", Role.NONE), ("viewer", Role.VIEWER), ("operator", Role.OPERATOR),
+                 ("approver", Role.APPROVER))
+# how ALERTPILOT_ROLES (and the first-run key) spell each channel
+PLATFORMS = {"telegram": "tg", "wecom": "wecom"}
 
 
 class ChatService:
@@ -42,15 +49,70 @@ class ChatService:
             await self.say(target, template, context, reply_to=reply_to)
         return say
 
-    async def start(self, actor: Actor, *, reply_to: str | None) -> None:
+    async def start(self, actor: Actor, *, reply_to: str | None, private: bool = False) -> None:
+        """``/start``: in a group, this chat's id and the caller's role; in a private chat, also what alertpilot
+        is and where to read more."""
+        context = {**self.identity(actor), "chat_id": actor.target.chat_id, "private": private}
+        await self.say(actor.target, "start", context, reply_to=reply_to)
+
+    def identity(self, actor: Actor) -> dict[str, Any]:
+        """Who the actor is to alertpilot: the id exactly as ALERTPILOT_ROLES spells it, the role and its limits."""
+        scope = self._roles.scope_of(actor.id)
+        return {
+            "actor_id": actor.id,
+            "role": self._roles.role_of(actor.id).name.lower(),
+            "namespaces": [s for s in scope if not s.startswith(ROUTE_PREFIX)],
+            "routes": [s.removeprefix(ROUTE_PREFIX) for s in scope if s.startswith(ROUTE_PREFIX)],
+            "anonymous": actor.id == ANONYMOUS_TELEGRAM,
+            "card_chat": actor.target in self._notify.all_card_targets,
+        }
+
+    async def whoami(self, actor: Actor, *, reply_to: str | None) -> None:
+        await self.say(actor.target, "whoami", self.identity(actor), reply_to=reply_to)
+
+    def chat_info(self, actor: Actor, *, private: bool, thread_id: int | None = None) -> dict[str, Any]:
+        """The chat's id as the settings spell it (and the forum topic's), and whether it receives cards."""
+        return {
+            "chat_id": actor.target.chat_id,
+            "thread_id": thread_id,
+            "private": private,
+            "card_chat": actor.target in self._notify.all_card_targets,
+            "robots": sum(1 for t in self._notify.all_card_targets if t.channel == "wecom"),
+        }
+
+    async def chatid(self, actor: Actor, *, private: bool, thread_id: int | None, reply_to: str | None) -> None:
+        await self.say(actor.target, "chatid", self.chat_info(actor, private=private, thread_id=thread_id),
+                       reply_to=reply_to)
+
+    def help_context(self, actor: Actor) -> dict[str, Any]:
+        """``/help`` for this actor: only the sections their role (or this card chat) allows."""
         role = self._roles.role_of(actor.id)
-        configured = actor.target in self._notify.all_card_targets
-        await self.say(
-            actor.target,
-            "start",
-            {"chat_id": actor.target.chat_id, "actor_id": actor.id, "role": role.name.lower(), "card_chat": configured},
-            reply_to=reply_to,
-        )
+        identity = self.identity(actor)
+        return {
+            "sections": help_sections(role, may_read=self.may_read(actor)),
+            "role": identity["role"],
+            "namespaces": identity["namespaces"],
+            "routes": identity["routes"],
+            "more": role < Role.APPROVER,  # a higher role would show more (admin adds no command of its own)
+        }
+
+    async def help(self, actor: Actor, *, reply_to: str | None) -> None:
+        await self.say(actor.target, "help", self.help_context(actor), reply_to=reply_to)
+
+    async def first_run(self, target: ChatTarget) -> bool:
+        """alertpilot was added to a group: unless it is a card chat, say once (ever, across restarts) how to
+        configure it. False when nothing was said (a card chat, or said before)."""
+        if target in self._notify.all_card_targets:
+            return False
+        now = self._now()
+        mark = f"{now.isoformat()} {secrets.token_hex(4)}"
+        key = f"onboarded:{PLATFORMS.get(target.channel, target.channel)}:{target.chat_id}"
+        async with self._db.write() as tx:
+            if await tx.kv.put_if_absent(key, mark) != mark:
+                return False
+            await self._notify.answer(tx, target, "first_run", {"chat_id": target.chat_id}, now)
+        self._notify.wake()
+        return True
 
     def may_read(self, actor: Actor) -> bool:
         """Members of a card chat see the cards anyway; elsewhere (a DM, another group) reading incidents
@@ -190,6 +252,12 @@ def audit_view(execution: dict[str, Any], number: int) -> dict[str, Any]:
             for a in attempts[-AUDIT_ATTEMPTS:]
         ],
     }
+
+
+def help_sections(role: Role, *, may_read: bool) -> list[str]:
+    """The /help sections a caller with ``role`` sees; ``may_read``: they may read incidents here without a role
+    (a member of a card chat)."""
+    return [name for name, needed in HELP_SECTIONS if role >= needed or (name == "viewer" and may_read)]
 
 
 def refusal(ref: str) -> dict[str, Any]:

@@ -122,6 +122,12 @@ class ChatTarget:
     chat_id: str
 
 
+class Languages(Protocol):
+    """Which language a chat's messages are rendered in (services/languages.py ChatLanguages)."""
+
+    async def of(self, target: ChatTarget) -> str: ...
+
+
 class ChatGateway(Protocol):
     """One chat platform's delivery. Raises services.errors.DeliveryError subclasses on failure."""
 

@@ -636,6 +636,19 @@ class KeyValueRepo:
         row = await self._s.get(KeyValue, key)
         return None if row is None else row.value
 
+    async def put(self, key: str, value: str) -> None:
+        """Store value under key, replacing what was there."""
+        row = await self._s.get(KeyValue, key)
+        if row is None:
+            try:
+                async with self._s.begin_nested():
+                    self._s.add(KeyValue(key=key, value=value))
+                return
+            except IntegrityError:  # written meanwhile by another replica: replace it
+                row = await self._s.get(KeyValue, key)
+                assert row is not None
+        row.value = value
+
     async def put_if_absent(self, key: str, value: str) -> str:
         """Store value unless the key exists; return what is stored (the first writer wins)."""
         existing = await self.get(key)

@@ -22,7 +22,7 @@ from aiogram.types import BotCommand, LinkPreviewOptions, Message, ReplyParamete
 from bot.keyboards import card_keyboard
 from bot.render import TELEGRAM_TEXT_LIMIT, Renderer, telegram_visible_length
 from services.errors import DeliveryError, MessageGone, PermanentDeliveryError, RateLimited, TransientDeliveryError
-from services.ports import IncidentCard
+from services.ports import ChatTarget, IncidentCard, Languages
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -34,9 +34,14 @@ class TelegramGateway:
     channel = "telegram"
     can_edit = True
 
-    def __init__(self, bot: Bot, renderer: Renderer) -> None:
-        self._bot, self._render = bot, renderer
-        self._labels = dict(renderer.strings("telegram").buttons)
+    def __init__(self, bot: Bot, renderer: Renderer, languages: Languages | None = None) -> None:
+        """``languages``: each chat's language (/lang); without it every chat gets the renderer's default."""
+        self._bot, self._render, self._languages = bot, renderer, languages
+
+    async def _lang(self, chat_id: str) -> str:
+        if self._languages is None:
+            return self._render.default_lang
+        return await self._languages.of(ChatTarget(self.channel, chat_id))
 
     def is_group(self, chat_id: str) -> bool:
         return chat_id.startswith("-")
@@ -53,8 +58,9 @@ class TelegramGateway:
         return False  # edits in place
 
     async def send_card(self, chat_id: str, card: IncidentCard, *, edit_message_id: str | None) -> str:
-        text = self._checked(self._render.render("telegram/card.html.j2", card=card))
-        markup = card_keyboard(card, self._labels)
+        lang = await self._lang(chat_id)
+        text = self._checked(self._render.render("telegram/card.html.j2", lang=lang, card=card))
+        markup = card_keyboard(card, dict(self._render.strings("telegram", lang=lang).buttons))
         if edit_message_id is None:
             sent = await self._call(
                 self._bot.send_message(
@@ -80,7 +86,7 @@ class TelegramGateway:
         return edit_message_id
 
     async def send_message(self, chat_id: str, template: str, context: dict[str, Any], *, reply_to: str | None) -> str:
-        text = self._checked(self._render.render(f"telegram/{template}.html.j2", **context))
+        text = self._checked(self._render.render(f"telegram/{template}.html.j2", lang=await self._lang(chat_id), **context))
         reply = None
         if reply_to is not None:
             reply = ReplyParameters(message_id=int(reply_to), allow_sending_without_reply=True)

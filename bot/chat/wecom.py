@@ -26,7 +26,7 @@ import structlog
 
 from bot.render import WECOM_MARKDOWN_LIMIT, WECOM_TEXT_LIMIT, Renderer, clip_bytes, markdown_to_text
 from services.errors import PermanentDeliveryError, RateLimited, TransientDeliveryError
-from services.ports import IncidentCard, ProposalView, card_version
+from services.ports import ChatTarget, IncidentCard, Languages, ProposalView, card_version
 
 log = structlog.get_logger(__name__)
 
@@ -71,9 +71,10 @@ class WeComRobotGateway:
     can_edit = False  # a robot message cannot be edited: card changes arrive as messages
 
     def __init__(
-        self, client: httpx.AsyncClient, renderer: Renderer, keys: tuple[str, ...], *, oncall: tuple[str, ...] = ()
+        self, client: httpx.AsyncClient, renderer: Renderer, keys: tuple[str, ...], *, oncall: tuple[str, ...] = (),
+        languages: Languages | None = None,
     ) -> None:
-        self._http, self._render, self._oncall = client, renderer, oncall
+        self._http, self._render, self._oncall, self._languages = client, renderer, oncall, languages
         self._keys = {robot_id(key): key for key in keys}
 
     @property
@@ -91,12 +92,20 @@ class WeComRobotGateway:
     async def send_card(self, chat_id: str, card: IncidentCard, *, edit_message_id: str | None) -> str:
         if edit_message_id is not None and self.shows(edit_message_id, card):
             return edit_message_id  # robots cannot edit; the state change has its own message
-        content = self._fit(lambda c: self._render.render("wecom/card.md.j2", card=c, mentions=list(self._oncall)), card)
+        lang = await self._lang(chat_id)
+        content = self._fit(
+            lambda c: self._render.render("wecom/card.md.j2", lang=lang, card=c, mentions=list(self._oncall)), card)
         return await self._post(chat_id, content, mentions=self._oncall) + f":{card_version(card)}"
 
     async def send_message(self, chat_id: str, template: str, context: dict[str, Any], *, reply_to: str | None) -> str:
-        content = self._fit(lambda c: self._render.render(f"wecom/{template}.md.j2", **c), context)
+        lang = await self._lang(chat_id)
+        content = self._fit(lambda c: self._render.render(f"wecom/{template}.md.j2", lang=lang, **c), context)
         return await self._post(chat_id, content, mentions=wecom_mentions(context))
+
+    async def _lang(self, chat_id: str) -> str:
+        if self._languages is None:
+            return self._render.default_lang
+        return await self._languages.of(ChatTarget(self.channel, chat_id))
 
     def _fit(self, render: Any, view: Any) -> str:
         """Render; while too long, shrink every field of the view and render again."""

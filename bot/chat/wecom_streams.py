@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -36,18 +37,27 @@ class _Stream:
     done: bool = False
     started: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
+    lang: str | None = None  # the chat's language (/lang)
 
 
 class WeComStreams:
     def __init__(self, renderer: Renderer) -> None:
         self._render = renderer
         self._streams: dict[str, _Stream] = {}
+        self._lang: str | None = None
+
+    def bound(self, lang: str) -> WeComStreams:
+        """These streams, answering new ones in ``lang`` (one chat's): the same streams, shared."""
+        other = copy.copy(self)
+        other._lang = lang
+        return other
 
     async def start(self, work: Callable[[Reply], Awaitable[None]]) -> dict[str, Any]:
-        """Run ``work`` (it answers through the reply it is given) and return the first stream reply."""
+        """Run ``work`` (it answers through the reply it is given) and return the first stream reply (in the
+        language these streams are bound to, else the renderer's)."""
         self._forget_old()
         stream_id = secrets.token_hex(8)
-        stream = self._streams[stream_id] = _Stream()
+        stream = self._streams[stream_id] = _Stream(lang=self._lang)
         stream.task = asyncio.create_task(self._run(stream, work), name=f"wecom-stream-{stream_id}")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(FIRST_CHUNK_SECONDS):
@@ -58,17 +68,17 @@ class WeComStreams:
         """The stream as it stands (a refresh): everything so far, and whether it is finished."""
         stream = self._streams.get(stream_id)
         if stream is None:
-            content, done = self._render.render("wecom/stream.md.j2", state="gone"), True
+            content, done = self._render.render("wecom/stream.md.j2", lang=self._lang, state="gone"), True
         elif stream.parts:
             content, done = "\n\n".join(stream.parts), stream.done
         else:
-            content, done = self._render.render("wecom/stream.md.j2", state="working"), stream.done
+            content, done = self._render.render("wecom/stream.md.j2", lang=stream.lang, state="working"), stream.done
         content = clip_bytes(content, STREAM_MAX_BYTES)
         return {"msgtype": "stream", "stream": {"id": stream_id, "finish": done, "content": content}}
 
     async def _run(self, stream: _Stream, work: Callable[[Reply], Awaitable[None]]) -> None:
         async def reply(template: str, context: dict[str, Any]) -> None:
-            stream.parts.append(self._render.render(f"wecom/{template}.md.j2", **context))
+            stream.parts.append(self._render.render(f"wecom/{template}.md.j2", lang=stream.lang, **context))
 
         try:
             await work(reply)

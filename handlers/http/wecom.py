@@ -6,8 +6,8 @@ de-duplicated by ``msgid`` (WeCom repeats callbacks). Anything that does not aut
 and nothing is processed. What arrives:
 - an @mention (``@alertpilot approve INC-12``, with or without "/"): the same grammar as the Telegram
   commands — approve, reject, status (or just ``INC-12``: the incident as a template card with Approve,
-  Reject, Details and Silence buttons), incidents, help, and summary, ask, report, postmortem, silence,
-  silences and unsilence as streamed replies (the first chunk at once, then refreshed by WeCom until
+  Reject, Details and Silence buttons), incidents, help, whoami, chatid, and summary, ask, report, postmortem,
+  silence, silences and unsilence as streamed replies (the first chunk at once, then refreshed by WeCom until
   finished);
 - a ``template_card_event`` (a button of that card): applied through the same approval (or silence)
   service as a Telegram button, for ``wecom:<userid>``, and answered within 5 s with ``update_template_card``.
@@ -16,6 +16,7 @@ and nothing is processed. What arrives:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import secrets
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from services.assistant import AssistantService
 from services.chat import ChatService, refusal, result_context
 from services.errors import IncidentNotFound, InvalidIncidentRef
 from services.incidents import incident_ref
+from services.languages import ChatLanguages
 from services.ports import CardAction, ChatTarget
 from services.postmortems import PostmortemService
 from services.queries import IncidentQueries, parse_incident_ref
@@ -67,6 +69,7 @@ class WeComDeps:
     silences: SilenceService
     reports: ReportService
     postmortems: PostmortemService
+    languages: ChatLanguages
 
 
 WECOM: web.AppKey[WeComDeps] = web.AppKey("wecom", WeComDeps)
@@ -145,6 +148,8 @@ async def _answer(deps: WeComDeps, message: dict[str, Any]) -> dict[str, Any] | 
     actor = _actor(message)
     if actor is None:
         return None
+    lang = await deps.languages.of(actor.target)  # every answer in the chat's language (/lang)
+    deps = dataclasses.replace(deps, renderer=deps.renderer.bound(lang), streams=deps.streams.bound(lang))
     if message.get("msgtype") == "text":
         text = (message.get("text") or {}).get("content", "") if isinstance(message.get("text"), dict) else ""
         return await _command(deps, actor, str(text))
@@ -208,7 +213,14 @@ async def _command(deps: WeComDeps, actor: Actor, text: str) -> dict[str, Any]:
             items, total = await deps.queries.open_incidents(limit=15)
             return markdown_reply(deps.renderer, "incidents", items=items, total=total)
         if name == "help":
-            return markdown_reply(deps.renderer, "help")
+            return markdown_reply(deps.renderer, "help", **deps.chat.help_context(actor))
+        if name == "whoami":
+            return markdown_reply(deps.renderer, "whoami", **deps.chat.identity(actor))
+        if name == "chatid":
+            return markdown_reply(deps.renderer, "chatid", **deps.chat.chat_info(actor, private=_single_chat(actor)))
+        if name == "lang":  # the chat's language; admins set it (lang zh-CN)
+            change = await deps.languages.change(actor, " ".join(words[1:]))
+            return markdown_reply(deps.renderer.bound(change.lang), "lang", **change.context())
         if name == "summary":
             if len(words) < 2:
                 return markdown_reply(deps.renderer, "error", code="usage", command="summary")
@@ -240,6 +252,11 @@ async def _command(deps: WeComDeps, actor: Actor, text: str) -> dict[str, Any]:
     if name in LATER:  # answered in the Telegram group for now: say so, not "unknown"
         return markdown_reply(deps.renderer, "error", code="telegram_only", command=name)
     return markdown_reply(deps.renderer, "error", code="unknown_command", command=name[:64])
+
+
+def _single_chat(actor: Actor) -> bool:
+    """A 1:1 chat with the bot has no chatid: _actor then names the chat after the user."""
+    return actor.target.chat_id == actor.name
 
 
 def _refused(deps: WeComDeps, ref: str) -> dict[str, Any]:

@@ -1,12 +1,23 @@
-"""Slash commands: /start /help /incidents /status /audit /approve /reject /run, and a helpful answer to anything else."""
+"""Slash commands: /start /help /whoami /chatid /incidents /status /audit /approve /reject /run, a helpful answer
+to anything else, and the first-run note when alertpilot is added to a group that is not a card chat."""
 
 from __future__ import annotations
 
 from aiogram import Bot, F, Router
-from aiogram.filters import Command, CommandObject, CommandStart
-from aiogram.types import Message
+from aiogram.enums import ChatType
+from aiogram.filters import (
+    ADMINISTRATOR,
+    KICKED,
+    LEFT,
+    MEMBER,
+    ChatMemberUpdatedFilter,
+    Command,
+    CommandObject,
+    CommandStart,
+)
+from aiogram.types import ChatMemberUpdated, Message
 
-from handlers.telegram.common import actor_of, message_ref, target_of
+from handlers.telegram.common import actor_of, is_private, message_ref, target_of, topic_of
 from services.approvals import ApprovalService
 from services.chat import ChatService, result_context
 from services.errors import IncidentNotFound, InvalidIncidentRef
@@ -15,11 +26,26 @@ from services.queries import EXPLICIT_REF, parse_incident_ref
 
 
 async def on_start_command(message: Message, chat: ChatService) -> None:
-    await chat.start(actor_of(message.from_user, message.chat), reply_to=message_ref(message))
+    actor = actor_of(message.from_user, message.chat)
+    await chat.start(actor, reply_to=message_ref(message), private=is_private(message.chat))
 
 
 async def on_help_command(message: Message, chat: ChatService) -> None:
-    await chat.say(target_of(message.chat), "help", reply_to=message_ref(message))
+    await chat.help(actor_of(message.from_user, message.chat), reply_to=message_ref(message))
+
+
+async def on_whoami_command(message: Message, chat: ChatService) -> None:
+    await chat.whoami(actor_of(message.from_user, message.chat), reply_to=message_ref(message))
+
+
+async def on_chatid_command(message: Message, chat: ChatService) -> None:
+    await chat.chatid(actor_of(message.from_user, message.chat), private=is_private(message.chat),
+                      thread_id=topic_of(message), reply_to=message_ref(message))
+
+
+async def on_bot_added_to_group(event: ChatMemberUpdated, chat: ChatService) -> None:
+    """Someone added alertpilot to a group: unless it is a card chat, say once how to configure it."""
+    await chat.first_run(target_of(event.chat))
 
 
 async def on_incidents_command(message: Message, chat: ChatService) -> None:
@@ -86,8 +112,16 @@ def build_router() -> Router:
     router = Router(name=__name__)
     router.message.register(on_start_command, CommandStart())
     router.message.register(on_help_command, Command("help"))
+    router.message.register(on_whoami_command, Command("whoami"))
+    router.message.register(on_chatid_command, Command("chatid"))
     router.message.register(on_incidents_command, Command("incidents"))
     router.message.register(on_incident_command, Command("status", "audit", "approve", "reject"))
     router.message.register(on_run_command, Command("run"))
     router.message.register(on_unknown_command, F.text.startswith("/"))
+    # registering it makes polling ask Telegram for my_chat_member updates (dp.resolve_used_update_types)
+    router.my_chat_member.register(
+        on_bot_added_to_group,
+        ChatMemberUpdatedFilter((LEFT | KICKED) >> (MEMBER | ADMINISTRATOR)),
+        F.chat.type.in_({ChatType.GROUP, ChatType.SUPERGROUP}),
+    )
     return router

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from aiogram.enums import ChatType
 from aiogram.types import Chat, Message, User
 
 from services.actions import Actor
-from services.chat import ChatService
+from services.chat import ANONYMOUS_TELEGRAM, ChatService
 from services.errors import IncidentNotFound, InvalidIncidentRef
 from services.ports import ChatTarget
 from services.queries import parse_incident_ref
@@ -21,9 +22,19 @@ def target_of(chat: Chat) -> ChatTarget:
 
 def actor_of(user: User | None, chat: Chat) -> Actor:
     if user is None:  # anonymous group admin or a channel post
-        return Actor(id="tg:anonymous", name="anonymous", target=target_of(chat))
+        return Actor(id=ANONYMOUS_TELEGRAM, name="anonymous", target=target_of(chat))
     name = f"@{user.username}" if user.username else user.full_name
     return Actor(id=f"tg:{user.id}", name=name, target=target_of(chat))
+
+
+def is_private(chat: Chat) -> bool:
+    return chat.type == ChatType.PRIVATE
+
+
+def topic_of(message: Message) -> int | None:
+    """The forum topic a message was written in (None outside forum topics: in an ordinary supergroup a reply
+    also carries a message_thread_id, the id of the message it answers)."""
+    return message.message_thread_id if message.is_topic_message else None
 
 
 def message_ref(message: Message) -> str:

@@ -41,7 +41,7 @@ async def test_alert_becomes_one_card_with_proposal_and_buttons(app: AppUnderTes
     [menu] = await bot_api.wait_for("setMyCommands")
     assert [c["command"] for c in menu.params["commands"]] == [
         "incidents", "status", "approve", "reject", "run", "audit", "summary", "ask", "kb", "note", "playbooks", "report",
-        "postmortem", "silence", "silences", "unsilence", "start", "help",
+        "postmortem", "silence", "silences", "unsilence", "start", "help", "whoami", "chatid", "lang",
     ]
 
 
@@ -138,7 +138,7 @@ async def test_slash_commands_approve_and_reject_with_reason(app: AppUnderTest, 
 async def test_commands_help_start_incidents_status_and_bad_input(app: AppUnderTest, bot_api: FakeBotAPI) -> None:
     await first_card(app, bot_api)
     expectations = [
-        ("/help", "/approve INC-12"),
+        ("/help", "/incidents"),
         ("/start", str(CHAT_ID)),
         ("/incidents", "INC-1"),
         ("/status INC-1", "DiskFull"),

@@ -45,7 +45,10 @@ Telegram semantics that are modelled
 * ``getUpdates`` long polling with offset confirmation, ``allowed_updates``
   filtering, 409 when a webhook is set, and 409 for an older concurrent
   ``getUpdates`` call ("terminated by other getUpdates request");
-  ``deleteWebhook(drop_pending_updates=true)`` drops queued updates.
+  ``deleteWebhook(drop_pending_updates=true)`` drops queued updates;
+* ``getChat`` / ``getChatMember`` only with ``FakeBotAPI(chat_lookup=True)`` (otherwise they fail loudly
+  like any unknown method): every user is a plain ``member`` unless ``set_member(chat_id, user_id, status,
+  **fields)`` says otherwise, and ``block_chat`` makes both answer its error (e.g. 400 "chat not found").
 
 Responses returned to the client are real Bot API ``Message`` objects: their
 ``text`` is the plain text after entity parsing plus ``entities``.  The stored
@@ -401,6 +404,7 @@ class FakeBotAPI:
         group_title: str = "AlertPilot Test Group",
         max_poll_wait: float = 2.0,
         strict_callback_ids: bool = True,
+        chat_lookup: bool = False,
     ) -> None:
         self.token = token
         self.bot_username = bot_username
@@ -431,6 +435,8 @@ class FakeBotAPI:
         self.allowed_updates: list[str] | None = None
         self.commands: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.blocked_chats: dict[int, _ApiError] = {}
+        #: (chat_id, user_id) -> ChatMember dict answered by getChatMember; set_member() fills it.
+        self.members: dict[tuple[int, int], dict[str, Any]] = {}
 
         self._sent: list[dict[str, Any]] = []
         self._callback_answers: list[dict[str, Any]] = []
@@ -468,6 +474,8 @@ class FakeBotAPI:
             "deleteMessage": self._delete_message_api,
             "answerCallbackQuery": self._answer_callback_query,
         }
+        if chat_lookup:  # opt-in: without it getChat/getChatMember fail loudly like any unknown method
+            self._methods.update(getChat=self._get_chat, getChatMember=self._get_chat_member)
         self._canonical = {name.lower(): name for name in self._methods}
         self._canonical["getupdates"] = "getUpdates"
 
@@ -641,6 +649,14 @@ class FakeBotAPI:
         chat.update(fields)
         return chat
 
+    def set_member(self, chat_id: int, user_id: int, status: str = "member", **fields: Any) -> dict[str, Any]:
+        """What getChatMember answers for ``user_id`` in ``chat_id`` (``chat_lookup=True``): ``status`` is
+        creator/administrator/member/restricted/left/kicked; ``fields`` such as ``can_send_messages=False``.
+        Without it every user is a plain ``member``."""
+        member = {"status": status, "user": self._member_user(user_id), **fields}
+        self.members[(chat_id, user_id)] = member
+        return copy.deepcopy(member)
+
     def inject_update(self, update: dict[str, Any]) -> dict[str, Any]:
         """Queue a raw update (update_id is assigned); returns it."""
         update = {"update_id": self._next_update_id, **{k: v for k, v in update.items() if k != "update_id"}}
@@ -659,8 +675,11 @@ class FakeBotAPI:
         *,
         reply_to_message_id: int | None = None,
         message_thread_id: int | None = None,
+        is_topic_message: bool | None = None,
     ) -> dict[str, Any]:
-        """A user writes ``text`` in ``chat_id``; returns the queued update."""
+        """A user writes ``text`` in ``chat_id``; returns the queued update. ``message_thread_id`` in a forum
+        (``set_chat(chat_id, is_forum=True)``) makes it a topic message (``is_topic_message``), as in Telegram;
+        ``is_topic_message`` overrides that."""
         user = self._user(user_id, username, first_name)
         if chat_id > 0:
             chat = self._chat(chat_id)
@@ -690,8 +709,36 @@ class FakeBotAPI:
             "edit_history": [],
             "deleted": False,
         }
+        if is_topic_message is None:
+            is_topic_message = message_thread_id is not None and bool(self._chat(chat_id).get("is_forum"))
+        if is_topic_message:
+            stored["is_topic_message"] = True
         self.messages.setdefault(chat_id, {})[message_id] = stored
         return self.inject_update({"message": self._render(stored)})
+
+    def inject_my_chat_member(
+        self,
+        chat_id: int,
+        user_id: int,
+        *,
+        old_status: str = "left",
+        new_status: str = "member",
+        username: str | None = None,
+        first_name: str = "Tester",
+    ) -> dict[str, Any]:
+        """User ``user_id`` changes the bot's membership of ``chat_id`` (a ``my_chat_member`` update): adds it
+        (left → member, or administrator), removes it (member → left), bans it (→ kicked)."""
+        return self.inject_update(
+            {
+                "my_chat_member": {
+                    "chat": copy.deepcopy(self._chat(chat_id)),
+                    "from": self._user(user_id, username, first_name),
+                    "date": int(time.time()),
+                    "old_chat_member": self._bot_member(old_status),
+                    "new_chat_member": self._bot_member(new_status),
+                }
+            }
+        )
 
     def inject_callback(
         self,
@@ -737,6 +784,25 @@ class FakeBotAPI:
         user["language_code"] = "en"
         return user
 
+    def _member_user(self, user_id: int) -> dict[str, Any]:
+        if user_id == self.bot_id:
+            return copy.deepcopy(self.bot_user)
+        return {"id": user_id, "is_bot": False, "first_name": "Tester"}
+
+    def _bot_member(self, status: str) -> dict[str, Any]:
+        """The bot as a ChatMember of ``status`` (an administrator with the rights a bot is usually given)."""
+        member: dict[str, Any] = {"status": status, "user": copy.deepcopy(self.bot_user)}
+        if status == "kicked":
+            member["until_date"] = 0
+        elif status == "administrator":
+            member.update(
+                can_be_edited=False, is_anonymous=False, can_manage_chat=True, can_delete_messages=True,
+                can_manage_video_chats=False, can_restrict_members=False, can_promote_members=False,
+                can_change_info=False, can_invite_users=True, can_post_stories=False, can_edit_stories=False,
+                can_delete_stories=False, can_send_welcome_messages=False,
+            )
+        return member
+
     def _chat(self, chat_id: int) -> dict[str, Any]:
         chat = self.chats.get(chat_id)
         if chat is None:
@@ -769,6 +835,8 @@ class FakeBotAPI:
         }
         if stored.get("message_thread_id") is not None:
             out["message_thread_id"] = stored["message_thread_id"]
+        if stored.get("is_topic_message"):
+            out["is_topic_message"] = True
         reply_id = stored.get("reply_to_message_id")
         if with_reply and reply_id is not None:
             target = self.messages.get(stored["chat_id"], {}).get(reply_id)
@@ -935,6 +1003,23 @@ class FakeBotAPI:
     # -- methods -------------------------------------------------------------------
     def _get_me(self, params: dict[str, Any]) -> dict[str, Any]:
         return copy.deepcopy(self.bot_user)
+
+    def _get_chat(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A ChatFullInfo (chat_lookup=True); a blocked chat answers its error (block_chat, e.g. 400 chat not found)."""
+        chat = copy.deepcopy(self._chat(self._chat_id(params)))
+        chat.setdefault("accent_color_id", 0)
+        chat.setdefault("max_reaction_count", 11)
+        return chat
+
+    def _get_chat_member(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._chat_id(params)
+        user_id = params.get("user_id")
+        if not isinstance(user_id, int):
+            raise _bad_request("invalid user_id specified")
+        member = self.members.get((chat_id, user_id))
+        if member is None:
+            member = {"status": "member", "user": self._member_user(user_id)}
+        return copy.deepcopy(member)
 
     def _set_webhook(self, params: dict[str, Any]) -> bool:
         url = params.get("url")

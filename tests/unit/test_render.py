@@ -15,6 +15,7 @@ from services.actions import ActionResult, Outcome
 from services.chat import audit_view, result_context
 from services.execution import commands_context
 from services.failures import ANALYSIS_MAX, COMMANDS_SHOWN, DEFAULT_TITLE, MENTIONS_MAX
+from services.languages import LanguageChange
 from services.playbooks import STEPS_MAX
 from services.ports import CardAction
 from services.queries import _execution_json, _history_item, evidence_view, vote_view
@@ -750,6 +751,8 @@ PLAUSIBLE: dict[str, list[dict[str, Any]]] = {
         {"ref": "INC-4", "calls": [evidence_view({"tool": "x" * 100, "arguments": {"a": "y" * 500}, "ok": True,
                                                   "excerpt": "z" * 5000, "seconds": "bad"})]},
     ],
+    "lang": [LanguageChange(outcome, "zh-TW", "en", "fr<b>").context() for outcome in ("set", "shown", "unknown", "not_allowed")]
+    + [LanguageChange("shown", "en", "en").context()],
     "execution": _EXECUTION,
     "failure_analysis": _FAILURE_ANALYSIS,
     "error": [
@@ -760,7 +763,31 @@ PLAUSIBLE: dict[str, list[dict[str, Any]]] = {
         {"code": "unknown_command", "command": "/rm -rf <all>"},
         {"code": "<other>"},
     ],
-    "help": [{}],
+    "help": [
+        {},  # the whole list
+        {"sections": ["everyone"], "role": "none", "namespaces": [], "routes": [], "more": True},
+        {"sections": ["everyone", "viewer"], "role": "none", "namespaces": [], "routes": [], "more": True},
+        {"sections": ["everyone", "viewer", "operator"], "role": "operator", "namespaces": ["prod", "*-dev"],
+         "routes": ["pay<ments>"], "more": True},
+        {"sections": ["everyone", "viewer", "operator", "approver"], "role": "admin", "namespaces": [], "routes": [],
+         "more": False},
+    ],
+    "whoami": [
+        {"actor_id": "tg:111", "role": "approver", "namespaces": ["prod", "staging"], "routes": ["payments"],
+         "anonymous": False, "card_chat": True},
+        {"actor_id": "tg:555", "role": "none", "namespaces": [], "routes": [], "anonymous": False, "card_chat": True},
+        {"actor_id": "wecom:zhang<san>", "role": "none", "namespaces": [], "routes": [], "anonymous": False,
+         "card_chat": False},
+        {"actor_id": "tg:anonymous", "role": "none", "namespaces": [], "routes": [], "anonymous": True,
+         "card_chat": False},
+    ],
+    "chatid": [
+        {"chat_id": "-1001234567890", "thread_id": None, "private": False, "card_chat": True, "robots": 0},
+        {"chat_id": "-1009876543210", "thread_id": 42, "private": False, "card_chat": False, "robots": 2},
+        {"chat_id": "555", "thread_id": None, "private": True, "card_chat": False, "robots": 1},
+        {"chat_id": "wrkSFfCgAA<x>", "thread_id": None, "private": False, "card_chat": False, "robots": 0},
+    ],
+    "first_run": [{"chat_id": "-1009876543210"}],
     "history": [
         {"ref": "INC-42", "alertname": "HighErrorRate", "service": "checkout", "items": _HISTORY_ITEMS},
         {"ref": "INC-42", "alertname": "<x>", "service": "", "items": []},
@@ -768,8 +795,12 @@ PLAUSIBLE: dict[str, list[dict[str, Any]]] = {
     "incidents": [{"items": _HISTORY_ITEMS, "total": 17}, {"items": [], "total": 0}],
     "resolved": [{"ref": "INC-42", "minutes": 17, "at": CREATED.isoformat()}],
     "start": [
-        {"chat_id": "-1001234567890", "actor_id": "tg:111", "role": "approver", "card_chat": True},
-        {"chat_id": "555", "actor_id": "tg:555", "role": "none", "card_chat": False},
+        {"chat_id": "-1001234567890", "actor_id": "tg:111", "role": "approver", "card_chat": True, "private": False},
+        {"chat_id": "555", "actor_id": "tg:555", "role": "none", "card_chat": False, "private": False},
+        {"chat_id": "111", "actor_id": "tg:111", "role": "approver", "namespaces": ["prod"], "routes": ["payments"],
+         "anonymous": False, "card_chat": False, "private": True},
+        {"chat_id": "555", "actor_id": "tg:555", "role": "none", "namespaces": [], "routes": [], "anonymous": False,
+         "card_chat": False, "private": True},
     ],
     "status": [_card_context()],
     "answer": [
