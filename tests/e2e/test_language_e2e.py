@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from bot.settings import SettingsError, load_settings
+from tests.e2e.test_telegram_flow import button, cards, replies_to
 from tests.e2e.test_wecom_callback_e2e import CALLBACKS, NOW, Clock, crypto, mention, opened, post_callback, sealed
 from tests.fakes.botapi import FakeBotAPI
-from tests.harness import CHAT_ID, ROLES, VIEWER, app_settings, start_app
+from tests.fakes.wecom import FakeWeCom
+from tests.harness import APPROVER, CHAT_ID, ROLES, VIEWER, app_settings, eventually, fixture, start_app
 
 __all__ = ["crypto"]
 
@@ -86,3 +88,34 @@ async def test_wecom_lang(tmp_path: Path, crypto: Any) -> None:
         assert "此群组使用简体中文" in after["markdown"]["content"]
     finally:
         await app.stop()
+
+
+async def test_a_chinese_chat_gets_its_cards_buttons_and_threads_in_chinese(tmp_path: Path, bot_api: FakeBotAPI) -> None:
+    app = await start(tmp_path, bot_api)
+    try:
+        await ask(bot_api, ADMIN, "/lang zh-TW", "此群組現在使用")
+        await app.post_alerts(fixture("01-firing-one-alert.json"))
+        [card] = await eventually(lambda: cards(bot_api))
+        assert "根本原因" in card["text"] and "DiskFull" in card["text"]  # the data stays as it is
+        labels = [b["text"] for row in card["reply_markup"]["inline_keyboard"] for b in row]
+        assert "✅ 核准" in labels and not any("Approve" in label for label in labels)
+        bot_api.inject_callback(CHAT_ID, APPROVER, card["message_id"], button(card, "✅"), username="alice")
+        [toast] = await bot_api.wait_for("answerCallbackQuery")
+        assert "approved" not in toast.params["text"].lower()  # the answer to the press is in Chinese too
+        reply = await eventually(lambda: replies_to(bot_api, card["message_id"]))
+        assert "@alice" in reply[0]["text"] and "Approved" not in reply[0]["text"]
+    finally:
+        await app.stop()
+
+
+async def test_a_robot_posts_in_the_configured_language(tmp_path: Path) -> None:
+    async with FakeWeCom() as wecom:
+        settings = app_settings(tmp_path, language="zh-CN", wecom_webhook_keys="robot-key-0001",
+                                wecom_api_base=wecom.base_url)
+        app = await start_app(settings)
+        try:
+            await app.post_alerts(fixture("01-firing-one-alert.json"))
+            card = await eventually(lambda: [s.content for s in wecom.delivered() if "根因" in s.content])
+            assert "DiskFull" in card[0] and "Root cause" not in card[0]
+        finally:
+            await app.stop()

@@ -702,7 +702,8 @@ _AUDIT: list[dict[str, Any]] = [
 
 PLAUSIBLE: dict[str, list[dict[str, Any]]] = {
     "action_result": [
-        result_context(ActionResult(outcome, "INC-42", state="approved", by="@alice <a>", needed_role="approver"))
+        result_context(ActionResult(outcome, "INC-42", state="approved", by="@alice <a>", needed_role="approver",
+                                    count=1, required=2))
         for outcome in Outcome
     ]
     + [
