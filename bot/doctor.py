@@ -35,6 +35,7 @@ from bot.chat.wecom import mask_key
 from bot.chat.wecom_crypto import WeComCrypto
 from bot.settings import Settings, SettingsError
 from services.errors import InvalidPlaybooks, ModelError, ModelTimeout
+from services.executors import SubprocessExecutor
 from services.llm import OpenAICompatibleModel
 from services.playbooks import load_playbooks_file
 from services.sources.credentials import InvalidSources, load_sources
@@ -571,38 +572,27 @@ async def check_kubectl(settings: Settings, *, timeout: float = TIMEOUT) -> list
     if path is None:
         return [fail(name, f"ALERTPILOT_KUBECTL: {settings.kubectl!r} is not an executable on PATH",
                      "install kubectl or set ALERTPILOT_KUBECTL to its absolute path (or ALERTPILOT_EXECUTOR=dry-run)")]
-    argv = [path, "version", "--output=json", f"--request-timeout={KUBECTL_REQUEST_TIMEOUT}"]
-    if settings.kubeconfig:
-        argv.append(f"--kubeconfig={settings.kubeconfig}")
-    if settings.kube_context:
-        argv.append(f"--context={settings.kube_context}")
     where = ", ".join(filter(None, ["ALERTPILOT_KUBECONFIG" if settings.kubeconfig else "the default kubeconfig",
                                     "ALERTPILOT_KUBE_CONTEXT" if settings.kube_context else None]))
-    fix = f"check {where} and that the cluster's API server is reachable from this host (try: {' '.join(argv[:2])})"
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-    except OSError as exc:
-        return [fail(name, f"cannot run {path}: {exc.strerror or exc}",
-                     "make ALERTPILOT_KUBECTL an executable kubectl (or ALERTPILOT_EXECUTOR=dry-run)")]
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), max(timeout - 1, 1))
-    except TimeoutError:
-        return [fail(name, f"kubectl version did not finish within {max(timeout - 1, 1):g} s", fix)]
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    if proc.returncode != 0:
-        lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
-        last = lines[-1].strip() if lines else f"exit code {proc.returncode}, nothing on stderr"
-        return [fail(name, f"kubectl version failed (exit {proc.returncode}): {last[:200]}", fix)]
+    fix = f"check {where} and that the cluster's API server is reachable from this host (try: {path} version)"
+    # the executor that runs approved commands: the same binary, flags, process-group kill on timeout
+    executor = SubprocessExecutor(kubectl=path, kubeconfig=settings.kubeconfig, context=settings.kube_context)
+    seconds = max(timeout - 1, 1)
+    result = await executor.run(
+        ("kubectl", "version", "--output=json", f"--request-timeout={KUBECTL_REQUEST_TIMEOUT}"), timeout=seconds)
+    if result.error is not None:
+        return [fail(name, result.error, "make ALERTPILOT_KUBECTL an executable kubectl (or ALERTPILOT_EXECUTOR=dry-run)")]
+    if result.timed_out:
+        return [fail(name, f"kubectl version did not finish within {seconds:g} s", fix)]
+    if result.exit_code != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        last = lines[-1].strip() if lines else f"exit code {result.exit_code}, nothing on stderr"
+        return [fail(name, f"kubectl version failed (exit {result.exit_code}): {last[:200]}", fix)]
     context = f", context {settings.kube_context}" if settings.kube_context else ""
-    return [ok(name, f"{path}: {_versions(out)}{context}")]
+    return [ok(name, f"{path}: {_versions(result.stdout)}{context}")]
 
 
-def _versions(out: bytes) -> str:
+def _versions(out: str) -> str:
     try:
         answer = json.loads(out)
         client = answer["clientVersion"]["gitVersion"]

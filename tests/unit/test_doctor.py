@@ -371,8 +371,9 @@ async def test_kubectl_reaches_the_cluster(tmp_path: Path) -> None:
                       kube_context="prod")
     [row] = await check_kubectl(config)
     assert row == ok("kubectl", f"{fake.path}: client v1.30.2, cluster v1.29.4, context prod")
-    assert fake.calls == [["version", "--output=json", "--request-timeout=5s", "--kubeconfig=/etc/kube.yaml",
-                           "--context=prod"]]
+    # as the executor runs approved commands: the global flags first
+    assert fake.calls == [["--kubeconfig=/etc/kube.yaml", "--context=prod", "version", "--output=json",
+                           "--request-timeout=5s"]]
 
 
 async def test_kubectl_that_cannot_reach_the_cluster_shows_stderr(tmp_path: Path) -> None:
