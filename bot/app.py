@@ -124,6 +124,7 @@ async def _running(
         session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base), timeout=30)
         bot = Bot(settings.telegram_token.get_secret_value(), session=session)
         telegram = TelegramGateway(bot, renderer, languages)
+        languages.subscribe(telegram.use_language)
         gateways.append(telegram)
     card_targets: list[ChatTarget] = []
     if bot is not None and settings.telegram_chat_id is not None:
@@ -134,7 +135,7 @@ async def _running(
         # One client for WeCom, opened here and closed at shutdown (house style §10).
         wecom_client = httpx.AsyncClient(base_url=settings.wecom_api_base + "/", timeout=10)
         wecom = WeComRobotGateway(wecom_client, renderer, settings.wecom_keys, oncall=settings.wecom_oncall_ids,
-                                  languages=languages)
+                                  languages=languages, key_languages=settings.wecom_key_languages)
         gateways.append(wecom)
         card_targets += [ChatTarget("wecom", chat_id) for chat_id in wecom.chat_ids]
         wecom_problems = await invalid_robots(db, settings)

@@ -23,6 +23,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from services.gitops import md_code, md_inline, md_quote
 from services.languages import DEFAULT_LANGUAGE, LANGUAGES
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -94,12 +95,12 @@ class _Strict(gettext.GNUTranslations):
         return super().ngettext(msgid1, msgid2, n)
 
 
-def read_catalog(lang: str, templates_dir: Path = TEMPLATES_DIR) -> Catalog:
-    """Every ``templates/i18n/<lang>/*.po`` merged into one catalog. A phrase translated differently in two
+def read_catalog(lang: str, templates_dir: Path = TEMPLATES_DIR, *, pattern: str = "*.po") -> Catalog:
+    """Every ``templates/i18n/<lang>/*.po`` (or those matching ``pattern``) merged into one catalog. A phrase translated differently in two
     files is an error (ValueError naming both), so the files can be split by area without drifting apart."""
     merged = Catalog(locale=lang.replace("-", "_"), fuzzy=False)
     origin: dict[Any, str] = {}
-    for path in sorted((templates_dir / "i18n" / lang).glob("*.po")):
+    for path in sorted((templates_dir / "i18n" / lang).glob(pattern)):
         with path.open("rb") as fp:
             catalog = read_po(fp, locale=lang.replace("-", "_"))
         for message in catalog:
@@ -112,6 +113,102 @@ def read_catalog(lang: str, templates_dir: Path = TEMPLATES_DIR) -> Catalog:
             merged[key] = message
             origin[key] = path.name
     return merged
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
+SERVICE_CATALOGS = "services-*.po"
+
+
+class PhraseBook:
+    """Service text (services/phrases.py) in one language: the text is recognised as one of the catalog's
+    message ids, translated, and its values put back (translated too when they are phrases themselves).
+    Message ids without values are looked up; the others are tried longest literal text first. Text that is
+    no phrase comes back unchanged (model answers, tool output)."""
+
+    MAX_DEPTH = 8
+
+    def __init__(self, messages: dict[str, str]) -> None:
+        self._exact: dict[str, str] = {}
+        patterns: list[tuple[int, re.Pattern[str], str]] = []
+        for msgid, msgstr in messages.items():
+            if "%(" not in msgid:
+                self._exact[msgid.replace("%%", "%")] = msgstr.replace("%%", "%")
+                continue
+            lazy, literal = self.pattern(msgid)
+            greedy = self.pattern(msgid, greedy=True)[0] if len(_PLACEHOLDER.findall(msgid)) > 1 else None
+            patterns.append((literal, lazy, greedy, msgstr))
+        patterns.sort(key=lambda item: -item[0])
+        self._patterns = [(lazy, greedy, msgstr) for _, lazy, greedy, msgstr in patterns]
+        self._cache: dict[str, str | None] = {}
+
+    @staticmethod
+    def pattern(msgid: str, *, greedy: bool = False) -> tuple[re.Pattern[str], int]:
+        """The regular expression recognising ``msgid``'s English text, and how many literal characters it
+        has (more literal text = more specific, tried first). A value repeated is the same text twice.
+        Values are matched shortest first, or longest first when ``greedy``."""
+        parts, seen, position, literal = [], set(), 0, 0
+        for match in _PLACEHOLDER.finditer(msgid):
+            text = msgid[position:match.start()]
+            parts.append(re.escape(text))
+            literal += len(text.replace(" ", ""))
+            if match.group(0) == "%%":
+                parts.append("%")
+                literal += 1
+            elif match.group(1) in seen:
+                parts.append(f"(?P={match.group(1)})")
+            else:
+                seen.add(match.group(1))
+                parts.append(f"(?P<{match.group(1)}>.+)" if greedy else f"(?P<{match.group(1)}>.+?)")
+            position = match.end()
+        text = msgid[position:]
+        parts.append(re.escape(text))
+        literal += len(text.replace(" ", ""))
+        return re.compile("".join(parts), re.S), literal
+
+    def translate(self, text: Any, *, strict: bool = False) -> Any:
+        """``text`` in this book's language. ``strict``: text that is no phrase raises MissingTranslation."""
+        if not isinstance(text, str) or not text:
+            return text
+        found = self._find(text, 0)
+        if found is None:
+            if strict:
+                raise MissingTranslation(f"not a known phrase: {text!r}")
+            return text
+        return found
+
+    def _find(self, text: str, depth: int) -> str | None:
+        if depth == 0 and text in self._cache:
+            return self._cache[text]
+        found = self._exact.get(text)
+        if found is None and depth < self.MAX_DEPTH:
+            for lazy, greedy, msgstr in self._patterns:
+                match = lazy.fullmatch(text)
+                if match is None:
+                    continue
+                # Values next to each other ("+ %(label)s %(points)s") can split two ways: keep the split
+                # that recognises more of them as phrases ("several resources" + "10", not "several" + …).
+                values = self._values(match, depth)
+                longest = greedy.fullmatch(text) if greedy is not None else None
+                if longest is not None and longest.groupdict() != match.groupdict():
+                    other = self._values(longest, depth)
+                    if sum(v is not None for v in other.values()) > sum(v is not None for v in values.values()):
+                        match, values = longest, other
+                found = msgstr % {name: values[name] or value for name, value in match.groupdict().items()}
+                break
+        if depth == 0 and len(self._cache) < 10_000:
+            self._cache[text] = found
+        return found
+
+    def _values(self, match: re.Match[str], depth: int) -> dict[str, str | None]:
+        return {name: self._find(value, depth + 1) for name, value in match.groupdict().items()}
+
+
+def phrase_book(lang: str, templates_dir: Path = TEMPLATES_DIR) -> PhraseBook:
+    """The service phrases of ``lang`` (templates/i18n/<lang>/services-*.po); English is the identity."""
+    if lang == DEFAULT_LANGUAGE:
+        return PhraseBook({})
+    catalog = read_catalog(lang, templates_dir, pattern=SERVICE_CATALOGS)
+    return PhraseBook({m.id: m.string for m in catalog if isinstance(m.id, str) and m.id and m.string})
 
 
 def compiled(catalog: Catalog, lang: str, *, strict: bool) -> gettext.GNUTranslations:
@@ -131,6 +228,7 @@ class Renderer:
         self.default_lang = default_lang
         self._templates_dir, self._strict = templates_dir, strict
         self._envs: dict[tuple[str, bool], Environment] = {}
+        self._books: dict[str, PhraseBook] = {}
         self.env = self._environment(DEFAULT_LANGUAGE, markdown=False)  # English HTML (tests and tools)
 
     def _environment(self, lang: str, *, markdown: bool) -> Environment:
@@ -154,11 +252,20 @@ class Renderer:
             else:
                 translations = compiled(read_catalog(lang, self._templates_dir), lang, strict=self._strict)
                 env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
+            env.filters["phrase"] = self.phrases(lang).translate
+            # inert Markdown of a value (templates/gitops/review.md.j2: text translated there, escaped after)
+            env.filters["md_inline"], env.filters["md_quote"], env.filters["md_code"] = md_inline, md_quote, md_code
             env.filters["hm"] = self._hm
             env.filters["when"] = self._when_in(lang)
             env.globals["lang"] = lang
             self._envs[key] = env
         return self._envs[key]
+
+    def phrases(self, lang: str) -> PhraseBook:
+        """The service phrases in ``lang`` (the ``phrase`` filter of templates), built once."""
+        if lang not in self._books:
+            self._books[lang] = phrase_book(lang if lang in LANGUAGES else DEFAULT_LANGUAGE, self._templates_dir)
+        return self._books[lang]
 
     def bound(self, lang: str) -> Renderer:
         """This renderer speaking ``lang`` by default (one chat's answers); the environments are shared."""

@@ -147,8 +147,17 @@ class Settings(BaseSettings):
     @field_validator("wecom_webhook_keys")
     @classmethod
     def _valid_wecom_keys(cls, value: str) -> str:
-        return checked_csv(value, r"[A-Za-z0-9-]{8,128}",
-                           "not a webhook key: {item} (give the key=… part of each robot's webhook URL, comma-separated)")
+        checked = checked_csv(value, r"[A-Za-z0-9-]{8,128}(@[A-Za-z_-]{2,12})?",
+                              "not a webhook key: {item} (give the key=… part of each robot's webhook URL, "
+                              "comma-separated, each optionally with its group's language: key@zh-CN)")
+        items = []
+        for item in (i for i in checked.split(",") if i):
+            key, _, lang = item.partition("@")
+            if lang and parse_language(lang) is None:
+                raise ValueError(f"not a language alertpilot speaks: {lang!r} after robot key {key[:4]}… "
+                                 "(en, zh-CN or zh-TW)")
+            items.append(f"{key}@{parse_language(lang)}" if lang else key)
+        return ",".join(items)
 
     @field_validator("wecom_oncall")
     @classmethod
@@ -345,7 +354,12 @@ class Settings(BaseSettings):
 
     @property
     def wecom_keys(self) -> tuple[str, ...]:
-        return tuple(k for k in self.wecom_webhook_keys.split(",") if k)
+        return tuple(k.partition("@")[0] for k in self.wecom_webhook_keys.split(",") if k)
+
+    @property
+    def wecom_key_languages(self) -> dict[str, str]:
+        """The robots given their own language (``key@zh-CN``): key → language."""
+        return {key: lang for key, _, lang in (k.partition("@") for k in self.wecom_webhook_keys.split(",")) if lang}
 
     @property
     def wecom_oncall_ids(self) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError, field_validator
 from services.errors import InvalidModelOutput, ModelError, ToolsUnsupported
 from services.investigation import Toolbox, ToolResult
 from services.metrics import Metrics
+from services.phrases import phrase
 from services.ports import ChatModel, IncidentFacts, ModelReply, Prompts, ProposalDraft, ToolCall, ToolChatModel
 
 log = structlog.get_logger(__name__)
@@ -124,7 +125,8 @@ EVIDENCE_EXCERPT = 300
 def _evidence(call: ToolCall, result: ToolResult | None) -> dict[str, Any]:
     """One tool call as the decision records it (and Details shows it)."""
     if result is None:
-        return {"tool": call.name, "arguments": call.arguments, "ok": False, "refused": "tool-call budget used up",
+        return {"tool": call.name, "arguments": call.arguments, "ok": False,
+                "refused": phrase("tool-call budget used up"),
                 "excerpt": "", "seconds": 0.0, "command": None}
     return {"tool": result.tool, "arguments": result.arguments, "ok": result.ok, "refused": result.refused,
             "excerpt": result.card_excerpt[:EVIDENCE_EXCERPT], "seconds": round(result.seconds, 2),
@@ -281,8 +283,8 @@ class AIAdvisor:
         except (ValueError, ValidationError) as exc:
             log.info("ai_output_invalid", error=_bounded(exc, 300), finish_reason=reply.finish_reason)
             if spend.exhausted() == "tokens":  # no repair on an empty purse: the rules answer
-                raise InvalidModelOutput(f"invalid, and the token budget ({self._budget.tokens}) is spent: "
-                                         f"{_bounded(exc, 300)}") from None
+                raise InvalidModelOutput(phrase("invalid, and the token budget (%(tokens)s) is spent: %(error)s",
+                                                tokens=str(self._budget.tokens), error=_bounded(exc, 300))) from None
             repair = [
                 *messages,
                 {"role": "assistant", "content": _bounded(reply.text, 4000)},
@@ -292,7 +294,8 @@ class AIAdvisor:
             try:
                 proposal = self._validated(final)
             except (ValueError, ValidationError) as again:
-                raise InvalidModelOutput(f"invalid after one repair attempt: {_bounded(again, 300)}") from None
+                raise InvalidModelOutput(phrase("invalid after one repair attempt: %(error)s",
+                                                error=_bounded(again, 300))) from None
             repaired = True
         draft = ProposalDraft(
             source="ai",
@@ -350,7 +353,9 @@ class AIAdvisor:
                 if best is not None:
                     log.info("ai_runaway_best_answer", model=self._model.name, tool_calls=used)
                     return best
-                raise InvalidModelOutput(f"still calling tools after the {cut} budget ran out ({used} calls made)")
+                raise InvalidModelOutput(phrase(
+                    "still calling tools after the %(budget)s budget ran out (%(calls)s calls made)",
+                    budget=cut, calls=str(used)))
             turns += 1
             conversation.append(reply.assistant_message())
             for call in reply.tool_calls:
@@ -380,7 +385,7 @@ class AIAdvisor:
         if not call.ok:
             self._metrics.inc("alertpilot_ai_tool_calls_total", tool=self._tool_label(call.name), outcome="refused")
             return ToolResult(tool=call.name or "?", arguments={}, ok=False, excerpt="", card_excerpt="", seconds=0.0,
-                              refused=call.error or "unusable call")
+                              refused=call.error or phrase("unusable call"))
         result = await self._toolbox.call(call.name, call.arguments)
         outcome = "refused" if result.refused is not None else "ok" if result.ok else "failed"
         self._metrics.inc("alertpilot_ai_tool_calls_total", tool=self._tool_label(result.tool), outcome=outcome)
@@ -409,7 +414,7 @@ class AIAdvisor:
             reply = await self._model.complete(messages, max_tokens=1200)
             text = _bounded(reply.text, ANSWER_MAX_CHARS)
             if not text:
-                raise InvalidModelOutput("the model answered with no text")
+                raise InvalidModelOutput(phrase("the model answered with no text"))
         except ModelError as exc:
             self._observe(purpose, started, exc.reason)
             raise

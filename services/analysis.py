@@ -21,6 +21,7 @@ from services.decision import DecisionResult, DecisionService
 from services.errors import IncidentNotFound
 from services.incidents import incident_ref
 from services.notify import Notifier, Wakeup
+from services.phrases import N_
 from services.policy import RemediationPolicy, assessment_fields
 from services.ports import IncidentFacts
 from services.queries import IncidentQueries
@@ -42,8 +43,8 @@ REANALYSABLE = (ProposalState.PENDING, *REPLACEABLE)
 # A trusted proposal scored ≤ 10 with auto-remediation on is approved by alertpilot itself.
 AUTO_DECISION = {
     "decided_by": "alertpilot",
-    "decided_by_name": "alertpilot (auto)",
-    "decision_reason": "auto-remediation: low blast radius, trusted proposal",
+    "decided_by_name": N_("alertpilot (auto)"),
+    "decision_reason": N_("auto-remediation: low blast radius, trusted proposal"),
 }
 SHUTDOWN_GRACE_SECONDS = 1.0
 

@@ -11,6 +11,7 @@ from services.actions import ActionResult, Actor, Outcome
 from services.errors import IncidentNotFound
 from services.incidents import incident_ref
 from services.notify import Notifier
+from services.phrases import phrase
 from services.roles import ALL_NAMESPACES, Role, RoleMap
 from storage.clock import Clock
 from storage.db import Database
@@ -59,7 +60,7 @@ class ApprovalService:
                 assert proposal.id is not None
                 if not await tx.proposals.transition(
                     proposal.id, [ProposalState.PENDING], ProposalState.EXPIRED,
-                    decided_at=now, decision_reason=f"not decided within {minutes} min",
+                    decided_at=now, decision_reason=phrase("not decided within %(minutes)s min", minutes=str(minutes)),
                 ):
                     continue
                 ref = incident_ref(proposal.incident_id)

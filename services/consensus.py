@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from services.phrases import phrase
 from services.ports import ProposalDraft
 from services.safety import UnsafeCommand, parse_command
 
@@ -126,7 +127,7 @@ def tally(votes: Sequence[Vote], *, allowed_tools: frozenset[str]) -> Consensus 
 
 def _vote_json(vote: Vote, agrees: bool) -> dict[str, Any]:
     if vote.draft is None:
-        return {"member": vote.member.label, "agrees": False, "error": vote.error or "no answer"}
+        return {"member": vote.member.label, "agrees": False, "error": vote.error or phrase("no answer")}
     d = vote.draft
     return {"member": vote.member.label, "model": d.model, "agrees": agrees, "command": d.command,
             "root_cause": d.root_cause, "risk": d.risk, "confidence": d.confidence, "tool_calls": len(d.evidence)}

@@ -34,6 +34,7 @@ from services.consensus import PanelMember, Vote, tally
 from services.errors import ModelError
 from services.knowledge import KnowledgeService
 from services.metrics import Metrics
+from services.phrases import N_, phrase
 from services.playbooks import PlaybookService
 from services.ports import IncidentFacts, ProposalDraft
 from services.rules import propose as rules_propose
@@ -58,6 +59,24 @@ class FallbackReason:
     UNAVAILABLE = "unavailable"  # HTTP error, connection refused or reset
     INVALID_OUTPUT = "invalid_output"  # not the JSON asked for, even after the repair attempt
     CIRCUIT_OPEN = "circuit_open"  # the model failed repeatedly just now: not asked
+
+
+# A consensus member's failure as Details shows it: "<reason>: <error>", one phrase per reason (the error is a
+# phrase too when alertpilot wrote it).
+_VOTE_ERRORS = {
+    FallbackReason.TIMEOUT: N_("timeout: %(error)s"),
+    FallbackReason.UNAVAILABLE: N_("unavailable: %(error)s"),
+    FallbackReason.INVALID_OUTPUT: N_("invalid_output: %(error)s"),
+}
+
+
+def vote_error(reason: str, error: str) -> str:
+    """``"<reason>: <error>"``, a phrase for the known reasons."""
+    return phrase(_VOTE_ERRORS[reason], error=error) if reason in _VOTE_ERRORS else f"{reason}: {error}"
+
+
+def _sla_missed(seconds: float) -> str:
+    return phrase("no answer within the %(seconds)s s decision SLA", seconds=f"{seconds:g}")
 
 
 @dataclass
@@ -126,8 +145,7 @@ class DecisionService:
         if not done:
             self._follow_late(facts, task, ask_started, fresh)
             records.append(
-                self._failed(facts, FallbackReason.TIMEOUT, f"no answer within the {self.sla_seconds:g} s decision SLA",
-                             _ms(ask_started), fresh)
+                self._failed(facts, FallbackReason.TIMEOUT, _sla_missed(self.sla_seconds), _ms(ask_started), fresh)
             )
             self._note_failure()
             return self._result(facts, rules_propose(facts), FallbackReason.TIMEOUT, started, records, fresh)
@@ -164,7 +182,7 @@ class DecisionService:
         reasons: list[str] = []
         for member, task in tasks:
             if task in pending:
-                error, reason = f"no answer within the {self.sla_seconds:g} s decision SLA", FallbackReason.TIMEOUT
+                error, reason = _sla_missed(self.sla_seconds), FallbackReason.TIMEOUT
             elif isinstance(task.exception(), ModelError):
                 exc = task.exception()
                 assert isinstance(exc, ModelError)
@@ -172,12 +190,12 @@ class DecisionService:
             elif task.exception() is not None:
                 log.error("consensus_member_failed", incident_id=facts.incident_id, member=member.label,
                           error=repr(task.exception()))
-                error, reason = "internal error", FallbackReason.INVALID_OUTPUT
+                error, reason = phrase("internal error"), FallbackReason.INVALID_OUTPUT
             else:
                 answers[member] = task.result()
                 votes.append(Vote(member, draft=task.result().draft))
                 continue
-            votes.append(Vote(member, error=f"{reason}: {error}"[:300]))
+            votes.append(Vote(member, error=vote_error(reason, error)[:300]))
             reasons.append(reason)
             records.append(self._failed(facts, reason, f"{member.label}: {error}", _ms(ask_started), fresh, model=member.model))
         consensus = tally(votes, allowed_tools=self._allowed_tools)

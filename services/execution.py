@@ -43,6 +43,7 @@ from services.failures import FailureNotifier
 from services.incidents import IncidentService, incident_ref
 from services.learning import LearningService
 from services.notify import Notifier, Wakeup
+from services.phrases import N_, phrase
 from services.policy import RemediationPolicy
 from services.ports import CommandResult, Executor
 from services.safety import RemediationSpec, Tier
@@ -125,7 +126,8 @@ def verify_targets(spec: RemediationSpec) -> list[str]:
 
 def last_line(result: CommandResult) -> str:
     """The line that says what went wrong: the last non-empty line of the error, stderr or stdout."""
-    return clip(views_last_line(result.error, result.stderr, result.stdout), 300) or f"exit code {result.exit_code}"
+    return clip(views_last_line(result.error, result.stderr, result.stdout), 300) or phrase(
+        "exit code %(code)s", code=str(result.exit_code))
 
 
 class ExecutionService:
@@ -226,7 +228,7 @@ class ExecutionService:
         async with self._db.write() as tx:
             for execution in await tx.executions.running(stale_before=stale_before):
                 assert execution.id is not None
-                error = "alertpilot stopped while this was running; it was not re-run"
+                error = phrase("alertpilot stopped while this was running; it was not re-run")
                 if not await tx.executions.interrupt(execution.id, now, error):
                     continue
                 await tx.proposals.transition(execution.proposal_id, [ProposalState.EXECUTING], ProposalState.INTERRUPTED)
@@ -260,8 +262,9 @@ class ExecutionService:
             return True
         except Exception as exc:  # a bug here must still end the execution visibly, never leave it running
             log.exception("execution_error", incident_id=run.incident_id, execution_id=run.execution_id)
-            result = _Result(ExecutionState.FAILED, error=f"internal error: {type(exc).__name__}: {exc}"[:500],
-                             reason="internal error")
+            result = _Result(ExecutionState.FAILED,
+                             error=phrase("internal error: %(error)s", error=f"{type(exc).__name__}: {exc}")[:500],
+                             reason=N_("internal error"))
         await self._finish(run, result)
         return True
 
@@ -277,7 +280,7 @@ class ExecutionService:
             if incident.status == IncidentStatus.RESOLVED:
                 # The alerts resolved between the approval and the start: nothing to fix, nothing is run.
                 if await tx.proposals.transition(proposal_id, [ProposalState.APPROVED], ProposalState.EXPIRED,
-                                                  decision_reason="the incident resolved before it ran"):
+                                                  decision_reason=phrase("the incident resolved before it ran")):
                     await tx.timeline.add(incident_id=incident.id, at=now, kind="execution_skipped", proposal_id=proposal_id)
                     await self._notify.card(tx, incident.id, now)
                     await self._notify.thread(tx, incident.id, "execution",
@@ -318,9 +321,9 @@ class ExecutionService:
         for index, command in enumerate(run.commands):
             assessment = self._policy.assess_command(command)
             if assessment.tier is Tier.BLOCKED or assessment.spec is None:
-                reason = assessment.blocked_reason or assessment.error or "the policy does not allow it"
-                return _Result(ExecutionState.FAILED, error=f"not run: blocked by the policy: {reason}",
-                               reason="blocked", step=index)
+                reason = assessment.blocked_reason or assessment.error or phrase("the policy does not allow it")
+                error = phrase("not run: blocked by the policy: %(reason)s", reason=reason)
+                return _Result(ExecutionState.FAILED, error=error, reason=N_("blocked"), step=index)
             result = await self._step(run, index, assessment.spec)
             if result.state is not ExecutionState.SUCCEEDED:
                 return result
@@ -335,8 +338,8 @@ class ExecutionService:
             if failure is not None:
                 await self._thread(run, {"event": "rehearsal_failed", "step": index, "reason": failure.reason,
                                          "error": last_line(rehearsal), "output": _output(rehearsal)})
-                return _Result(ExecutionState.FAILED, error=f"dry run failed: {last_line(rehearsal)}",
-                               reason=failure.reason, step=index)
+                error = phrase("dry run failed: %(error)s", error=last_line(rehearsal))
+                return _Result(ExecutionState.FAILED, error=error, reason=failure.reason, step=index)
         main, failure = await self._attempts(run, index, "run", spec.argv, timeout)
         if failure is not None:
             return _Result(ExecutionState.FAILED, error=last_line(main), reason=failure.reason, step=index)
@@ -348,7 +351,7 @@ class ExecutionService:
             check, failure = await self._attempts(run, index, "verify", self._status_argv(spec, target),
                                                   self.config.verify_timeout_seconds + 30, rollout_check=True)
             if failure is not None:
-                return await self._roll_back(run, index, spec, f"{target}: {last_line(check)}", failure)
+                return await self._roll_back(run, index, spec, target, last_line(check), failure)
         return _Result(ExecutionState.SUCCEEDED, step=index)
 
     async def _read_replicas(self, run: _Run, index: int, spec: RemediationSpec) -> int | None:
@@ -361,12 +364,16 @@ class ExecutionService:
     def _status_argv(self, spec: RemediationSpec, target: str) -> tuple[str, ...]:
         return ("kubectl", *_ns(spec), "rollout", "status", target, f"--timeout={self.config.verify_timeout_seconds}s")
 
-    async def _roll_back(self, run: _Run, index: int, spec: RemediationSpec, error: str, failure: Failure) -> _Result:
-        """Verification failed: run the rollback plan when it is automatic and the history allows it."""
-        failed = f"verification failed: {error}"
+    async def _roll_back(
+        self, run: _Run, index: int, spec: RemediationSpec, checked: str, line: str, failure: Failure
+    ) -> _Result:
+        """Verification of ``checked`` failed (``line``: what its rollout status said): run the rollback plan
+        when it is automatic and the history allows it."""
+        error = f"{checked}: {line}"
+        failed = phrase("verification failed: %(target)s: %(error)s", target=checked, error=line)
         plan = spec.rollback
         if plan.kind != "rollout_undo" or plan.argv is None:
-            note = f"not rolled back automatically: {plan.description}"
+            note = phrase("not rolled back automatically: %(plan)s", plan=plan.description)
             await self._thread(run, {"event": "rollback_skipped", "step": index, "error": error, "note": note})
             return _Result(ExecutionState.FAILED, error=failed, reason=failure.reason, rollback=note, step=index)
         for target in verify_targets(spec):
@@ -375,20 +382,26 @@ class ExecutionService:
             )
             count = revisions_in(history.stdout)
             if problem is not None or count < 2:
-                why = (f"cannot read the rollout history of {target} ({problem.reason})" if problem is not None else
-                       f"the rollout history of {target} shows {count} revision{'s' if count != 1 else ''}; "
-                       "rolling back needs at least 2")
-                note = f"not rolled back: {why}"
+                if problem is not None:
+                    why = phrase("cannot read the rollout history of %(target)s (%(reason)s)", target=target,
+                                 reason=problem.reason)
+                elif count == 1:
+                    why = phrase("the rollout history of %(target)s shows %(count)s revision; "
+                                 "rolling back needs at least 2", target=target, count=str(count))
+                else:
+                    why = phrase("the rollout history of %(target)s shows %(count)s revisions; "
+                                 "rolling back needs at least 2", target=target, count=str(count))
+                note = phrase("not rolled back: %(why)s", why=why)
                 await self._thread(run, {"event": "rollback_skipped", "step": index, "error": error, "note": note})
                 return _Result(ExecutionState.FAILED, error=failed, reason=failure.reason, rollback=note, step=index)
         command = plan.command or shlex.join(plan.argv)
         await self._thread(run, {"event": "rolling_back", "step": index, "error": error, "command": clip(command, 300)})
         undo, problem = await self._attempts(run, index, "rollback", plan.argv, self.config.timeout_seconds)
         if problem is not None:
-            note = f"rollback failed: {last_line(undo)}"
+            note = phrase("rollback failed: %(error)s", error=last_line(undo))
             return _Result(ExecutionState.FAILED, error=failed, reason=failure.reason, rollback=note, step=index)
         return _Result(ExecutionState.ROLLED_BACK, error=failed, reason=failure.reason,
-                       rollback=f"rolled back with {command}", step=index)
+                       rollback=phrase("rolled back with %(command)s", command=command), step=index)
 
     async def _attempts(
         self, run: _Run, index: int, step: str, argv: tuple[str, ...], timeout: float, *, rollout_check: bool = False
@@ -404,7 +417,7 @@ class ExecutionService:
             result = await self._executor.run(argv, timeout=timeout)
             failure = classify(result)
             if rollout_check and failure is not None and failure.reason == "timeout" and not result.timed_out:
-                failure = Failure(FailureKind.PERMANENT, "rollout did not converge")
+                failure = Failure(FailureKind.PERMANENT, N_("rollout did not converge"))
             run.attempts += 1
             retry = failure is not None and failure.transient and attempt <= retries
             now = self._now()

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
+from services.phrases import N_, phrase
 from services.ports import CommandResult
 
 READ_LIMIT = 256 * 1024  # bytes kept per stream; the rest is read and dropped (the process must not block)
@@ -27,26 +28,27 @@ EXCERPT_HEAD = 1000
 EXCERPT_TAIL = 2500  # errors come last: keep more of the end
 KILL_GRACE_SECONDS = 5.0
 
-# Markers are matched case-insensitively on whole words in stderr and stdout (DESIGN §1.7).
+# Markers are matched case-insensitively on whole words in stderr and stdout (DESIGN §1.7). The label is the
+# failure's reason: a keyword (templates key their explanations on it) and a phrase (services/phrases.py).
 PERMANENT_MARKERS = (
-    ("not found", r"not\s+found|notfound"),
-    ("forbidden", r"forbidden"),
-    ("permission denied", r"permission\s+denied"),
-    ("unauthorized", r"unauthori[sz]ed"),
-    ("already exists", r"already\s+exists|alreadyexists"),
-    ("invalid", r"invalid"),
-    ("immutable", r"immutable"),
+    (N_("not found"), r"not\s+found|notfound"),
+    (N_("forbidden"), r"forbidden"),
+    (N_("permission denied"), r"permission\s+denied"),
+    (N_("unauthorized"), r"unauthori[sz]ed"),
+    (N_("already exists"), r"already\s+exists|alreadyexists"),
+    (N_("invalid"), r"invalid"),
+    (N_("immutable"), r"immutable"),
 )
 TRANSIENT_MARKERS = (
-    ("connection refused", r"connection\s+refused"),
-    ("connection reset", r"connection\s+reset(?:\s+by\s+peer)?"),
-    ("timeout", r"time[d\s-]*outs?|deadline\s+exceeded"),
-    ("i/o error", r"i/o\s+(?:error|timeout)|input/output\s+error"),
-    ("temporary failure", r"temporary\s+failure|temporarily\s+unavailable|try\s+again"),
-    ("service unavailable", r"service\s+unavailable|503"),
-    ("too many requests", r"too\s+many\s+requests|429"),
-    ("dial tcp", r"dial\s+tcp"),
-    ("EOF", r"eof"),
+    (N_("connection refused"), r"connection\s+refused"),
+    (N_("connection reset"), r"connection\s+reset(?:\s+by\s+peer)?"),
+    (N_("timeout"), r"time[d\s-]*outs?|deadline\s+exceeded"),
+    (N_("i/o error"), r"i/o\s+(?:error|timeout)|input/output\s+error"),
+    (N_("temporary failure"), r"temporary\s+failure|temporarily\s+unavailable|try\s+again"),
+    (N_("service unavailable"), r"service\s+unavailable|503"),
+    (N_("too many requests"), r"too\s+many\s+requests|429"),
+    (N_("dial tcp"), r"dial\s+tcp"),
+    (N_("EOF"), r"eof"),
 )
 
 def _whole_words(pattern: str) -> re.Pattern[str]:
@@ -83,13 +85,13 @@ def classify(result: CommandResult) -> Failure | None:
         if pattern.search(text):
             return Failure(FailureKind.PERMANENT, label)
     if result.error is not None:
-        return Failure(FailureKind.PERMANENT, "could not start")
+        return Failure(FailureKind.PERMANENT, N_("could not start"))
     if result.timed_out:
-        return Failure(FailureKind.TRANSIENT, "timeout")
+        return Failure(FailureKind.TRANSIENT, N_("timeout"))
     for label, pattern in _TRANSIENT:
         if pattern.search(text):
             return Failure(FailureKind.TRANSIENT, label)
-    return Failure(FailureKind.PERMANENT, f"exit code {result.exit_code}")
+    return Failure(FailureKind.PERMANENT, phrase("exit code %(code)s", code=str(result.exit_code)))
 
 
 def excerpt(text: str, head: int = EXCERPT_HEAD, tail: int = EXCERPT_TAIL) -> str:
@@ -107,8 +109,8 @@ class DryRunExecutor:
     dry_run = True
 
     async def run(self, argv: tuple[str, ...], *, timeout: float) -> CommandResult:
-        return CommandResult(argv=tuple(argv), exit_code=0, stdout="dry run: not executed", stderr="", duration_ms=0,
-                             dry_run=True)
+        return CommandResult(argv=tuple(argv), exit_code=0, stdout=phrase("dry run: not executed"), stderr="",
+                             duration_ms=0, dry_run=True)
 
 
 class SubprocessExecutor:
@@ -138,7 +140,8 @@ class SubprocessExecutor:
         line = self.command_line(argv)
         started = time.monotonic()
         if not line:
-            return CommandResult(argv=(), exit_code=None, stdout="", stderr="", duration_ms=0, error="empty command")
+            return CommandResult(argv=(), exit_code=None, stdout="", stderr="", duration_ms=0,
+                                 error=phrase("empty command"))
         try:
             process = await asyncio.create_subprocess_exec(
                 *line,
@@ -148,10 +151,13 @@ class SubprocessExecutor:
                 start_new_session=True,  # its own process group: a timeout kills whatever it started too
             )
         except OSError as exc:
-            hint = " (set ALERTPILOT_KUBECTL)" if argv and argv[0] == "kubectl" else ""
+            why = str(exc.strerror or exc)
+            if argv and argv[0] == "kubectl":
+                error = phrase("cannot run %(tool)s: %(error)s (set ALERTPILOT_KUBECTL)", tool=line[0], error=why)
+            else:
+                error = phrase("cannot run %(tool)s: %(error)s", tool=line[0], error=why)
             return CommandResult(
-                argv=line, exit_code=None, stdout="", stderr="", duration_ms=_ms(started),
-                error=f"cannot run {line[0]}: {exc.strerror or exc}{hint}",
+                argv=line, exit_code=None, stdout="", stderr="", duration_ms=_ms(started), error=error,
             )
         assert process.stdout is not None and process.stderr is not None
         reads = asyncio.gather(_read_capped(process.stdout), _read_capped(process.stderr))
@@ -171,7 +177,8 @@ class SubprocessExecutor:
             raise
         stderr = _decode(err)
         if timed_out:
-            stderr = (stderr + "\n" if stderr else "") + f"timed out after {timeout:g} s (killed)"
+            stderr = (stderr + "\n" if stderr else "") + phrase("timed out after %(seconds)s s (killed)",
+                                                                 seconds=f"{timeout:g}")
         return CommandResult(
             argv=line,
             exit_code=None if timed_out else process.returncode,

@@ -16,14 +16,18 @@ Three parts:
   root passes ``Renderer.render``; services never import jinja2) and opens the issue.
 
 Escaping. ``templates/**/*.md.j2`` are rendered without autoescape (bot/render.py escapes ``*.html.j2``
-only), so ``review_context`` makes every value safe *before* the template sees it, after clipping it
-(clip first, then escape: an entity is never cut in half):
+only), so every value is made safe before it is inserted, after clipping it (clip first, then escape: an
+entity is never cut in half):
 
 * keys ending in ``_md`` are ready-to-insert Markdown: text through ``md_text`` (``&<>`` to HTML entities,
   Markdown punctuation backslash-escaped, ``@`` and ``#<digit>`` broken with a zero-width space so nobody
   is pinged and no issue is cross-referenced) or an inline code span through ``md_code``;
-* keys ending in ``_quote`` are ``md_text`` as a blockquote (model-written text and alert text: data, not
-  markup);
+* keys ending in ``_quote`` are ``md_text`` as a blockquote (alert text: data, not markup);
+* ``tier``, ``target_namespace``, ``score_reasons``, ``constraints``, ``rollback_description``, ``root_cause``
+  and ``reasoning`` may be text alertpilot wrote (services/phrases.py), shown in the review's language: they
+  are clipped here but not escaped, and the template escapes them itself after translating them
+  (``{{ constraint|phrase|md_inline }}``; the filters ``md_inline``, ``md_quote`` and ``md_code`` are these
+  functions, registered by bot/render.py). The template never inserts them any other way;
 * ``command``, ``target_state_json``, ``dry_run_command`` and ``rollback_command`` are raw, for fenced code
   blocks only, between ``fence``: a run of backticks longer than any run inside them, so no content can
   close the block early.
@@ -43,6 +47,7 @@ import httpx
 import structlog
 
 from services.errors import AlertpilotError
+from services.phrases import phrase
 from services.views import clip
 
 log = structlog.get_logger(__name__)
@@ -109,15 +114,6 @@ LIMITS: Mapping[str, int] = {
     "approve_hint": 80,
 }
 
-_TIER_LABELS = {
-    "auto": "automatic",
-    "one_approver": "one approver",
-    "two_approvers": "two different approvers",
-    "blocked": "blocked",
-}
-_APPROVERS = {1: "One approver", 2: "Two different approvers"}
-
-
 class GitOpsError(AlertpilotError):
     """The review issue could not be created. ``reason`` is safe to show in the chat (no token)."""
 
@@ -163,9 +159,10 @@ class GitOpsClient:
         """Open an issue; return its web URL (``html_url``). Raises ``GitOpsError``."""
         title = title.strip()
         if not title:
-            raise GitOpsError("issue title is empty")
+            raise GitOpsError(phrase("issue title is empty"))
         if len(body) > MAX_ISSUE_BODY_CHARS:
-            raise GitOpsError(f"issue body is {len(body)} characters, over the {MAX_ISSUE_BODY_CHARS} limit")
+            raise GitOpsError(phrase("issue body is %(size)s characters, over the %(limit)s limit", size=str(len(body)),
+                                     limit=str(MAX_ISSUE_BODY_CHARS)))
         payload: dict[str, Any] = {"title": title, "body": body}
         if self.provider == "github":
             headers = {**_GITHUB_HEADERS, "Authorization": f"Bearer {self._token}"}
@@ -184,18 +181,20 @@ class GitOpsClient:
                 async with asyncio.timeout(self._timeout):
                     status, raw = await self._post(payload, headers)
             except TimeoutError as exc:
-                raise GitOpsError(f"no answer from {self.provider} within {self._timeout:g}s") from exc
+                raise GitOpsError(phrase("no answer from %(name)s within %(seconds)ss", name=self.provider,
+                                         seconds=f"{self._timeout:g}")) from exc
             except httpx.TimeoutException as exc:
-                raise GitOpsError(
-                    f"no answer from {self.provider} within {self._timeout:g}s ({type(exc).__name__})"
-                ) from exc
+                raise GitOpsError(phrase("no answer from %(name)s within %(seconds)ss (%(error)s)", name=self.provider,
+                                         seconds=f"{self._timeout:g}", error=type(exc).__name__)) from exc
             except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError) as exc:
                 detail = self._redact(" ".join(str(exc).split()))
-                raise GitOpsError(
-                    f"connection to {self.provider} failed: {type(exc).__name__}" + (f": {detail}" if detail else "")
-                ) from exc
+                raise GitOpsError(phrase(
+                    "connection to %(name)s failed: %(error)s", name=self.provider,
+                    error=type(exc).__name__ + (f": {detail}" if detail else ""),
+                )) from exc
             if status not in _OK_STATUSES:
-                raise GitOpsError(f"HTTP {status} from {self.provider}: {self._snippet(raw)}")
+                raise GitOpsError(phrase("HTTP %(status)s from %(name)s: %(detail)s", status=str(status),
+                                         name=self.provider, detail=self._snippet(raw)))
             url, number = self._parse(status, raw)
         except GitOpsError as exc:
             log.warning(
@@ -230,18 +229,21 @@ class GitOpsClient:
         try:
             reply = json.loads(raw)
         except ValueError:
-            raise GitOpsError(f"HTTP {status} from {self.provider}: reply is not JSON: {self._snippet(raw)}") from None
+            raise GitOpsError(phrase("HTTP %(status)s from %(name)s: reply is not JSON: %(detail)s", status=str(status),
+                                     name=self.provider, detail=self._snippet(raw))) from None
         if not isinstance(reply, dict):
-            raise GitOpsError(f"HTTP {status} from {self.provider}: reply is not an issue: {self._snippet(raw)}")
+            raise GitOpsError(phrase("HTTP %(status)s from %(name)s: reply is not an issue: %(detail)s",
+                                     status=str(status), name=self.provider, detail=self._snippet(raw)))
         url = reply.get("html_url")
         if not isinstance(url, str) or not url.startswith(("https://", "http://")) or any(c.isspace() for c in url):
-            raise GitOpsError(f"HTTP {status} from {self.provider}: reply has no html_url: {self._snippet(raw)}")
+            raise GitOpsError(phrase("HTTP %(status)s from %(name)s: reply has no html_url: %(detail)s",
+                                     status=str(status), name=self.provider, detail=self._snippet(raw)))
         number = reply.get("number")
         return url, number if _is_int(number) else None
 
     def _snippet(self, raw: bytes) -> str:
         text = " ".join(raw.decode("utf-8", errors="replace").split())
-        text = (text[:_SNIPPET_CHARS] + "…") if len(text) > _SNIPPET_CHARS else (text or "(empty body)")
+        text = (text[:_SNIPPET_CHARS] + "…") if len(text) > _SNIPPET_CHARS else (text or phrase("(empty body)"))
         return self._redact(text)
 
     def _redact(self, text: str) -> str:
@@ -285,22 +287,23 @@ def md_text(text: str | None) -> str:
     return _LINE_ORDERED.sub(r"\1\\\2", text)
 
 
-def md_inline(text: str | None, limit: int) -> str:
-    """One line of inert Markdown, clipped to ``limit`` characters first; "—" when empty."""
-    return md_text(clip(" ".join((text or "").split()), limit)) or "—"
+def md_inline(text: str | None, limit: int | None = None) -> str:
+    """One line of inert Markdown, clipped to ``limit`` characters first (None: as it is); "—" when empty."""
+    return md_text(_line(text, limit)) or "—"
 
 
-def md_quote(text: str | None, limit: int) -> str:
-    """Inert Markdown as a blockquote, every line prefixed, so nothing can leave the quote; clipped first."""
-    body = md_text(clip(_NEWLINES.sub("\n", text or ""), limit))
+def md_quote(text: str | None, limit: int | None = None) -> str:
+    """Inert Markdown as a blockquote, every line prefixed, so nothing can leave the quote; clipped first (to
+    ``limit`` characters; None: as it is)."""
+    body = md_text(_block(text, limit))
     if not body:
         return "> —"
     return "\n".join(f"> {line}".rstrip() for line in body.split("\n"))
 
 
-def md_code(text: str | None, limit: int = 200) -> str:
+def md_code(text: str | None, limit: int | None = 200) -> str:
     """An inline code span holding ``text`` verbatim (collapsed to one line), whatever backticks it has."""
-    text = clip(" ".join((text or "").split()), limit)
+    text = _line(text, limit)
     if not text:
         return "—"
     ticks = "`" * (_longest_backtick_run(text) + 1)
@@ -315,6 +318,18 @@ def md_fence(*contents: str) -> str:
 
 def _longest_backtick_run(text: str) -> int:
     return max((len(m) for m in _BACKTICKS.findall(text)), default=0)
+
+
+def _line(text: str | None, limit: int | None) -> str:
+    """``text`` on one line (whitespace runs collapsed), clipped to ``limit`` characters unless None."""
+    text = " ".join((text or "").split())
+    return text if limit is None else clip(text, limit)
+
+
+def _block(text: str | None, limit: int | None) -> str:
+    """``text`` with its newlines normalised, clipped to ``limit`` characters unless None."""
+    text = _NEWLINES.sub("\n", text or "")
+    return text if limit is None else clip(text, limit)
 
 
 def _code_block_text(text: str | None, limit: int) -> str:
@@ -357,7 +372,6 @@ def review_context(
     resources = _str_list(spec.get("resources"))
     kind, name = _str(spec.get("kind")), _str(spec.get("name"))
     target = ", ".join(resources) or (f"{kind}/{name}" if kind and name else kind)
-    namespace = "all namespaces" if spec.get("all_namespaces") else _str(spec.get("namespace"))
 
     blast_score = proposal.get("blast_score")
     required = proposal.get("required_approvals")
@@ -379,26 +393,27 @@ def review_context(
         "command": command,
         "verb_md": md_code(_str(spec.get("verb")), LIMITS["verb"]),
         "target_md": md_code(target, LIMITS["kind"] + LIMITS["name"]),
-        "target_namespace_md": md_code(namespace, LIMITS["namespace"]),
+        # "all namespaces" is the template's (in the review's language); a namespace is shown in a code span
+        "all_namespaces": bool(spec.get("all_namespaces")),
+        "target_namespace": _line(_str(spec.get("namespace")), LIMITS["namespace"]),
         "target_state_json": target_state_json,
         "blast_score": blast_score if _is_int(blast_score) else "—",
-        "tier_md": md_inline(_TIER_LABELS.get(tier, tier), 40),
+        "tier": _line(tier, 40),  # a tier's name (auto, one_approver, …): the template words it
         "required_approvals": required,
-        "score_reasons_md": [md_code(r, LIMITS["reason"]) for r in reasons],
-        "constraints_md": [md_inline(c, LIMITS["constraint"]) for c in constraints],
+        "score_reasons": [_line(r, LIMITS["reason"]) for r in reasons],
+        "constraints": [_line(c, LIMITS["constraint"]) for c in constraints],
         "dry_run_required": bool(spec.get("dry_run_required")),
         "dry_run_command": dry_run_command,
         "has_dry_run_command": bool(isinstance(dry_argv, list | tuple) and dry_argv),
         "rollback_kind_md": md_inline(_str(rollback.get("kind")), 40),
-        "rollback_description_md": md_inline(rollback_description, LIMITS["rollback_description"]),
+        "rollback_description": _line(rollback_description, LIMITS["rollback_description"]),
         "rollback_command": rollback_command,
         "has_rollback_command": rollback_command != "—",
-        "root_cause_quote": md_quote(_str(proposal.get("root_cause")), LIMITS["root_cause"]),
-        "reasoning_quote": md_quote(_str(proposal.get("reasoning")), LIMITS["reasoning"]),
+        "root_cause": _block(_str(proposal.get("root_cause")), LIMITS["root_cause"]),
+        "reasoning": _block(_str(proposal.get("reasoning")), LIMITS["reasoning"]),
         "source_md": md_inline(_str(proposal.get("source")), LIMITS["source"]),
         "model_md": md_inline(_str(proposal.get("model")), LIMITS["model"]),
         "has_model": bool(_str(proposal.get("model"))),
-        "approvers_md": _APPROVERS.get(required, f"{required} different approvers"),
         "approve_hint_md": md_code(hint, LIMITS["approve_hint"]),
     }
 
@@ -447,7 +462,7 @@ class GitOpsReviewer:
             title = review_title(ref=ref, command=command, blast_score=score)
         except Exception as exc:  # never let a rendering bug escape as anything but GitOpsError
             log.exception("gitops_review_render_failed", ref=ref)
-            raise GitOpsError(f"could not render the review: {type(exc).__name__}") from exc
+            raise GitOpsError(phrase("could not render the review: %(error)s", error=type(exc).__name__)) from exc
         url = await self._client.create_issue(title, body, REVIEW_LABELS)
         log.info("gitops_review_opened", ref=ref, url=url, provider=self._client.provider, repo=self._client.repo)
         return url

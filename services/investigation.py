@@ -38,6 +38,7 @@ import httpx
 import structlog
 
 from services.executors import SubprocessExecutor, excerpt
+from services.phrases import phrase
 from services.safety import BASE_SCORES, WORST_MULTIPLIER, Tier
 from storage.clock import UTC, Clock, utcnow
 from storage.tables import Incident
@@ -322,8 +323,12 @@ class Toolbox:
             shown = dict(args)
             entry = self._entries.get(name) if isinstance(name, str) else None
             if entry is None:
-                offered = ", ".join(self._entries) or "none"
-                raise _Refused(f"unknown or unavailable tool {str(name)[:60]!r} (offered: {offered})")
+                shown_name = repr(str(name)[:60])
+                raise _Refused(
+                    phrase("unknown or unavailable tool %(name)s (offered: %(tools)s)", name=shown_name,
+                           tools=", ".join(self._entries)) if self._entries
+                    else phrase("unknown or unavailable tool %(name)s (offered: none)", name=shown_name)
+                )
             _validate(entry.tool.parameters, args)
             outcome = await entry.run(args)
         except _Refused as refused:
@@ -403,16 +408,16 @@ class Toolbox:
     def _scope(self, kind: str, namespace: str | None) -> list[str]:
         if _KINDS[kind]:
             if not namespace:
-                raise _Refused(f"{kind} are namespaced: give a namespace")
+                raise _Refused(phrase("%(kind)s are namespaced: give a namespace", kind=kind))
             return [f"--namespace={namespace}"]
         if namespace:
-            raise _Refused(f"{kind} are cluster-scoped: leave out the namespace")
+            raise _Refused(phrase("%(kind)s are cluster-scoped: leave out the namespace", kind=kind))
         return []
 
     async def _kubectl_get(self, a: dict[str, Any]) -> _Outcome:
         argv = ["get", a["kind"], *([a["name"]] if "name" in a else []), *self._scope(a["kind"], a.get("namespace"))]
         if "name" in a and "selector" in a:
-            raise _Refused("give a name or a selector, not both")
+            raise _Refused(phrase("give a name or a selector, not both"))
         if "selector" in a:
             argv.append(f"--selector={a['selector']}")
         if "output" in a:
@@ -421,7 +426,7 @@ class Toolbox:
 
     async def _kubectl_describe(self, a: dict[str, Any]) -> _Outcome:
         if "name" in a and "selector" in a:
-            raise _Refused("give a name or a selector, not both")
+            raise _Refused(phrase("give a name or a selector, not both"))
         argv = ["describe", a["kind"], *([a["name"]] if "name" in a else []),
                 *self._scope(a["kind"], a.get("namespace"))]
         if "selector" in a:
@@ -447,7 +452,7 @@ class Toolbox:
     async def _kubectl_events(self, a: dict[str, Any]) -> _Outcome:
         argv = ["events", f"--namespace={a['namespace']}"]
         if ("for_kind" in a) != ("for_name" in a):
-            raise _Refused("for_kind and for_name go together")
+            raise _Refused(phrase("for_kind and for_name go together"))
         if "for_kind" in a:
             argv.append(f"--for={a['for_kind']}/{a['for_name']}")
         return await self._kubectl_run(argv)
@@ -482,15 +487,18 @@ class Toolbox:
         assessment = self._policy.assess_command(command)
         spec = assessment.spec
         if assessment.tier is Tier.BLOCKED or spec is None:
-            raise _Refused(f"the safety policy blocks it: {assessment.blocked_reason or assessment.score.summary}",
-                           command)
+            raise _Refused(phrase("the safety policy blocks it: %(reason)s",
+                                  reason=assessment.blocked_reason or assessment.score.summary), command)
         if assessment.error is not None:
-            raise _Refused(f"the safety policy could not score it ({assessment.error})", command)
+            raise _Refused(phrase("the safety policy could not score it (%(error)s)", error=str(assessment.error)),
+                           command)
         if spec.tool != "kubectl" or spec.mutating or tuple(spec.argv) != argv:
-            raise _Refused(f"not a read-only kubectl command ({spec.verb or 'unknown verb'})", command)
+            raise _Refused(phrase("not a read-only kubectl command (%(verb)s)", verb=spec.verb) if spec.verb
+                           else phrase("not a read-only kubectl command (unknown verb)"), command)
         allowed = READ_ALLOWANCE.get(spec.verb, 0)
         if assessment.score.value > allowed:
-            raise _Refused(f"blast score {assessment.score.value} > {allowed}: {assessment.score.summary}", command)
+            raise _Refused(phrase("blast score %(score)s > %(allowed)s: %(summary)s", score=str(assessment.score.value),
+                                  allowed=str(allowed), summary=assessment.score.summary), command)
 
     # --- Prometheus -----------------------------------------------------------------------------------------
 
@@ -504,10 +512,10 @@ class Toolbox:
         end = self._when(a.get("end", "now"), "end")
         start = self._when(a["start"], "start") if "start" in a else end - RANGE_DEFAULT
         if start >= end:
-            raise _Refused("start must be before end")
+            raise _Refused(phrase("start must be before end"))
         span = end - start
         if span > RANGE_MAX:
-            raise _Refused(f"the range is {_duration(span)}; at most {_duration(RANGE_MAX)}")
+            raise _Refused(_range_refusal(span))
         seconds = span.total_seconds()
         step = float(a.get("step_seconds", max(STEP_MIN, seconds / 60)))
         step = max(step, math.ceil(seconds / RANGE_POINTS_MAX))  # bounded points per series
@@ -540,7 +548,8 @@ class Toolbox:
         try:
             parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise _Refused(f"{what}: {value[:40]!r} is not RFC 3339, unix seconds, 'now' or like '-30m'") from None
+            raise _Refused(phrase("%(what)s: %(value)s is not RFC 3339, unix seconds, 'now' or like '-30m'", what=what,
+                                  value=repr(value[:40]))) from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
     # --- Alertmanager ---------------------------------------------------------------------------------------
@@ -612,9 +621,9 @@ def _arguments(arguments: Mapping[str, Any] | str | None) -> dict[str, Any]:
         try:
             arguments = json.loads(arguments)
         except ValueError:
-            raise _Refused("the arguments are not valid JSON") from None
+            raise _Refused(phrase("the arguments are not valid JSON")) from None
     if not isinstance(arguments, Mapping):
-        raise _Refused("the arguments must be a JSON object")
+        raise _Refused(phrase("the arguments must be a JSON object"))
     return {str(key): value for key, value in arguments.items()}
 
 
@@ -623,10 +632,10 @@ def _validate(schema: Mapping[str, Any], args: dict[str, Any]) -> None:
     properties: Mapping[str, Any] = schema.get("properties", {})
     extra = sorted(set(args) - set(properties))
     if extra:
-        raise _Refused(f"unknown argument(s): {', '.join(name[:40] for name in extra)}")
+        raise _Refused(phrase("unknown argument(s): %(names)s", names=", ".join(name[:40] for name in extra)))
     missing = [name for name in schema.get("required", ()) if name not in args]
     if missing:
-        raise _Refused(f"missing argument(s): {', '.join(missing)}")
+        raise _Refused(phrase("missing argument(s): %(names)s", names=", ".join(missing)))
     for name, value in list(args.items()):
         if value is None and name not in schema.get("required", ()):
             del args[name]  # an explicit null is the same as leaving it out
@@ -638,25 +647,30 @@ def _check_value(name: str, prop: Mapping[str, Any], value: Any) -> None:
     kind = prop.get("type")
     if kind == "string":
         if not isinstance(value, str):
-            raise _Refused(f"{name} must be a string")
+            raise _Refused(phrase("%(name)s must be a string", name=name))
         if len(value) < prop.get("minLength", 0) or len(value) > prop.get("maxLength", 10_000):
-            raise _Refused(f"{name} must be {prop.get('minLength', 0)}–{prop.get('maxLength', 10_000)} characters")
+            raise _Refused(phrase("%(name)s must be %(min)s–%(max)s characters", name=name,
+                                  min=str(prop.get("minLength", 0)), max=str(prop.get("maxLength", 10_000))))
         if "enum" in prop and value not in prop["enum"]:
-            raise _Refused(f"{name} must be one of: {', '.join(prop['enum'])}")
+            raise _Refused(phrase("%(name)s must be one of: %(values)s", name=name, values=", ".join(prop["enum"])))
         if "pattern" in prop and not re.fullmatch(prop["pattern"], value):
-            raise _Refused(f"{name} {value[:60]!r} is not allowed (names and values only, no flags or spaces)")
+            raise _Refused(phrase("%(name)s %(value)s is not allowed (names and values only, no flags or spaces)",
+                                  name=name, value=repr(value[:60])))
     elif kind in ("integer", "number"):
         wrong = kind == "integer" and not isinstance(value, int)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or wrong:
-            raise _Refused(f"{name} must be {'an integer' if kind == 'integer' else 'a number'}")
+            raise _Refused(phrase("%(name)s must be an integer", name=name) if kind == "integer"
+                           else phrase("%(name)s must be a number", name=name))
         if not math.isfinite(value) or value < prop.get("minimum", -math.inf) or value > prop.get("maximum", math.inf):
-            raise _Refused(f"{name} must be between {prop.get('minimum', '-∞')} and {prop.get('maximum', '∞')}")
+            raise _Refused(phrase("%(name)s must be between %(min)s and %(max)s", name=name,
+                                  min=str(prop.get("minimum", "-∞")), max=str(prop.get("maximum", "∞"))))
     elif kind == "boolean":
         if not isinstance(value, bool):
-            raise _Refused(f"{name} must be true or false")
+            raise _Refused(phrase("%(name)s must be true or false", name=name))
     elif kind == "array":
         if not isinstance(value, list) or len(value) > prop.get("maxItems", 100):
-            raise _Refused(f"{name} must be a list of at most {prop.get('maxItems', 100)} items")
+            raise _Refused(phrase("%(name)s must be a list of at most %(max)s items", name=name,
+                                  max=str(prop.get("maxItems", 100))))
         for item in value:
             _check_value(name, prop["items"], item)
 
@@ -797,10 +811,14 @@ def _rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _duration(span: timedelta) -> str:
-    seconds = int(span.total_seconds())
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours} h {rest // 60} min" if rest // 60 else f"{hours} h"
+def _range_refusal(span: timedelta) -> str:
+    """The refusal of a range longer than RANGE_MAX (whole hours): "the range is 25 h 30 min; at most 24 h"."""
+    hours, minutes = divmod(int(span.total_seconds()) // 60, 60)
+    limit = str(int(RANGE_MAX.total_seconds() // 3600))
+    if minutes:
+        return phrase("the range is %(hours)s h %(minutes)s min; at most %(limit)s h", hours=str(hours),
+                      minutes=str(minutes), limit=limit)
+    return phrase("the range is %(hours)s h; at most %(limit)s h", hours=str(hours), limit=limit)
 
 
 def _since(started: float) -> float:

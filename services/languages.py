@@ -9,7 +9,10 @@ table as ``lang:<channel>:<chat id>``, so every replica and every restart sees i
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import structlog
 
 from services.actions import Actor
 from services.ports import ChatTarget
@@ -27,6 +30,10 @@ _ALIASES = {
     "zh-tw": "zh-TW", "zh_tw": "zh-TW", "zh-hant": "zh-TW", "zh-hant-tw": "zh-TW", "tw": "zh-TW", "繁體中文": "zh-TW",
 }
 CACHE_SECONDS = 30.0
+log = structlog.get_logger(__name__)
+# Told when a chat's language is set (the Telegram command menu follows it); a failure is logged, never the
+# reply's failure.
+LanguageListener = Callable[[ChatTarget, str], Awaitable[None]]
 
 
 def parse_language(text: str) -> str | None:
@@ -57,6 +64,18 @@ class ChatLanguages:
             raise ValueError(f"unknown language {default!r}")
         self._db, self._roles, self.default = db, roles, default
         self._cache: dict[str, tuple[float, str]] = {}
+        self._listeners: list[LanguageListener] = []
+
+    def subscribe(self, listener: LanguageListener) -> None:
+        """``listener(target, lang)`` runs after each /lang that sets a chat's language."""
+        self._listeners.append(listener)
+
+    async def chats(self, channel: str) -> dict[str, str]:
+        """The chats of ``channel`` that have their own language (set with /lang, not the default): id → code."""
+        prefix = f"lang:{channel}:"
+        async with self._db.read() as tx:
+            stored = await tx.kv.with_prefix(prefix)
+        return {key[len(prefix):]: lang for key, lang in stored.items() if lang in LANGUAGES and lang != self.default}
 
     async def of(self, target: ChatTarget) -> str:
         """The chat's language: its own (/lang), else the default."""
@@ -86,4 +105,9 @@ class ChatLanguages:
         async with self._db.write() as tx:
             await tx.kv.put(language_key(actor.target), lang)
         self._cache[language_key(actor.target)] = (time.monotonic(), lang)
+        for listener in self._listeners:
+            try:
+                await listener(actor.target, lang)
+            except Exception:  # the language is set; a menu that did not follow is not the user's error
+                log.exception("language_listener_failed", chat=actor.target.chat_id, lang=lang)
         return LanguageChange("set", lang, self.default, requested)

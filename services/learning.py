@@ -22,6 +22,7 @@ import structlog
 
 from services.incidents import incident_ref
 from services.knowledge import KnowledgeService
+from services.phrases import phrase
 from services.playbooks import NAME_MAX
 from services.views import clip
 from storage.repos import Tx
@@ -134,7 +135,8 @@ class LearningService:
         await tx.playbooks.add(
             Playbook(
                 name=name,
-                description=clip(f"Learned from {incident_ref(incident.id)}: {commands[0]} resolved it", 500),
+                description=clip(phrase("Learned from %(ref)s: %(command)s resolved it", ref=incident_ref(incident.id),
+                                        command=commands[0]), 500),
                 symptoms=learned_symptoms(incident),
                 steps=[{"name": f"step {i}", "command": c} for i, c in enumerate(commands, start=1)],
                 category=proposal.category,

@@ -34,6 +34,7 @@ import httpx
 import structlog
 
 from services.errors import ModelError, ModelTimeout, ModelUnavailable, ToolsUnsupported
+from services.phrases import phrase
 from services.ports import ModelReply, ToolCall
 
 log = structlog.get_logger(__name__)
@@ -112,7 +113,7 @@ class OpenAICompatibleModel:
                             fmt = STRUCTURED_FORMATS[level]
                             continue
                         if not 200 <= status < 300:
-                            raise ModelUnavailable(f"HTTP {status} from {self.name}: {_snippet(raw)}")
+                            raise ModelUnavailable(_http_error(status, self.name, _snippet(raw)))
                         reply = _parse_reply(raw, content_type, default_model=self.name, response_format=fmt)
                         break
         except ModelError as exc:
@@ -169,9 +170,9 @@ class OpenAICompatibleModel:
                 status, content_type, raw = response.status, response.content_type, response.raw
                 if tools and status in _TOOLS_UNSUPPORTED_STATUSES and _mentions_tools(raw):
                     self._supports_tools = False
-                    raise ToolsUnsupported(f"HTTP {status} from {self.name}: {_snippet(raw)}")
+                    raise ToolsUnsupported(_http_error(status, self.name, _snippet(raw)))
                 if not 200 <= status < 300:
-                    raise ModelUnavailable(f"HTTP {status} from {self.name}: {_snippet(raw)}")
+                    raise ModelUnavailable(_http_error(status, self.name, _snippet(raw)))
                 parsed = _parse_answer(raw, content_type)
                 reply = _tool_reply(parsed, default_model=self.name, offered=names)
         except ModelError as exc:
@@ -207,14 +208,17 @@ class OpenAICompatibleModel:
         try:
             yield
         except TimeoutError as exc:
-            raise ModelTimeout(f"no answer from {self.name} within {self._timeout:g}s") from exc
+            raise ModelTimeout(phrase("no answer from %(name)s within %(seconds)ss", name=self.name,
+                                      seconds=f"{self._timeout:g}")) from exc
         except httpx.TimeoutException as exc:
-            raise ModelTimeout(f"no answer from {self.name} within {self._timeout:g}s ({type(exc).__name__})") from exc
+            raise ModelTimeout(phrase("no answer from %(name)s within %(seconds)ss (%(error)s)", name=self.name,
+                                      seconds=f"{self._timeout:g}", error=type(exc).__name__)) from exc
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError) as exc:
             detail = str(exc).strip()
-            raise ModelUnavailable(
-                f"connection to {self.name} failed: {type(exc).__name__}" + (f": {detail}" if detail else "")
-            ) from exc
+            raise ModelUnavailable(phrase(
+                "connection to %(name)s failed: %(error)s", name=self.name,
+                error=type(exc).__name__ + (f": {detail}" if detail else ""),
+            )) from exc
 
     def _body(
         self, messages: list[dict[str, str]], max_tokens: int, fmt: str, json_schema: dict[str, Any] | None
@@ -247,7 +251,7 @@ class OpenAICompatibleModel:
             try:
                 raw = await _read_capped(response, MAX_BODY_BYTES if ok else _ERROR_BODY_BYTES, strict=ok)
             except ModelUnavailable as exc:
-                raise ModelUnavailable(f"HTTP {response.status_code} from {self.name}: {exc}") from None
+                raise ModelUnavailable(_http_error(response.status_code, self.name, str(exc))) from None
             return _Answer(response.status_code, response.headers.get("content-type", ""), raw)
 
 
@@ -262,13 +266,14 @@ async def _read_capped(response: httpx.Response, limit: int, *, strict: bool) ->
     """The (decoded) body, at most ``limit`` bytes: over it, ``strict`` raises, otherwise it is cut short."""
     declared = response.headers.get("content-length", "")
     if strict and declared.isdigit() and int(declared) > limit:
-        raise ModelUnavailable(f"reply body of {declared} bytes is over the {limit}-byte limit")
+        raise ModelUnavailable(phrase("reply body of %(size)s bytes is over the %(limit)s-byte limit", size=declared,
+                                      limit=str(limit)))
     buf = bytearray()
     async for chunk in response.aiter_bytes():
         buf += chunk
         if len(buf) > limit:
             if strict:
-                raise ModelUnavailable(f"reply body is over the {limit}-byte limit")
+                raise ModelUnavailable(phrase("reply body is over the %(limit)s-byte limit", limit=str(limit)))
             return bytes(buf[:limit])
     return bytes(buf)
 
@@ -276,7 +281,11 @@ async def _read_capped(response: httpx.Response, limit: int, *, strict: bool) ->
 def _snippet(raw: bytes | str) -> str:
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
     text = " ".join(text.split())
-    return (text[:_SNIPPET_CHARS] + "…") if len(text) > _SNIPPET_CHARS else (text or "(empty body)")
+    return (text[:_SNIPPET_CHARS] + "…") if len(text) > _SNIPPET_CHARS else (text or phrase("(empty body)"))
+
+
+def _http_error(status: int, name: str, detail: str) -> str:
+    return phrase("HTTP %(status)s from %(name)s: %(detail)s", status=str(status), name=name, detail=detail)
 
 
 @dataclass
@@ -294,8 +303,11 @@ class _Parsed:
 def _parse_reply(raw: bytes, content_type: str, *, default_model: str, response_format: str) -> ModelReply:
     parsed = _parse_answer(raw, content_type)
     if parsed.content is None:
-        where = "streamed reply" if parsed.streamed else "reply"
-        raise ModelUnavailable(f"no content in {where} (finish_reason={parsed.finish_reason})")
+        raise ModelUnavailable(
+            phrase("no content in streamed reply (finish_reason=%(reason)s)", reason=str(parsed.finish_reason))
+            if parsed.streamed else
+            phrase("no content in reply (finish_reason=%(reason)s)", reason=str(parsed.finish_reason))
+        )
     prompt_tokens, completion_tokens = _usage(parsed.usage)
     return ModelReply(
         text=parsed.content,
@@ -314,12 +326,16 @@ def _parse_answer(raw: bytes, content_type: str) -> _Parsed:
     try:
         envelope = json.loads(text)
     except ValueError:
-        raise ModelUnavailable(f"reply is not JSON ({content_type or 'no content type'}): {_snippet(text)}") from None
+        raise ModelUnavailable(
+            phrase("reply is not JSON (%(type)s): %(text)s", type=content_type, text=_snippet(text)) if content_type
+            else phrase("reply is not JSON (no content type): %(text)s", text=_snippet(text))
+        ) from None
     if not isinstance(envelope, dict):
-        raise ModelUnavailable(f"reply is not a chat completion: {_snippet(text)}")
+        raise ModelUnavailable(phrase("reply is not a chat completion: %(text)s", text=_snippet(text)))
     choices = envelope.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise ModelUnavailable(f"reply has no choices: {_error_detail(envelope) or _snippet(text)}")
+        raise ModelUnavailable(phrase("reply has no choices: %(detail)s",
+                                      detail=_error_detail(envelope) or _snippet(text)))
     choice = choices[0]
     message = choice.get("message")
     content = _content(message.get("content")) if isinstance(message, dict) else None
@@ -349,11 +365,11 @@ def _parse_stream(text: str) -> _Parsed:
         try:
             chunk = json.loads(payload)
         except ValueError:
-            raise ModelUnavailable(f"stream chunk is not JSON: {_snippet(payload)}") from None
+            raise ModelUnavailable(phrase("stream chunk is not JSON: %(text)s", text=_snippet(payload))) from None
         if not isinstance(chunk, dict):
-            raise ModelUnavailable(f"stream chunk is not an object: {_snippet(payload)}")
+            raise ModelUnavailable(phrase("stream chunk is not an object: %(text)s", text=_snippet(payload)))
         if chunk.get("error") is not None:
-            raise ModelUnavailable(f"stream error: {_error_detail(chunk)}")
+            raise ModelUnavailable(phrase("stream error: %(detail)s", detail=str(_error_detail(chunk))))
         model = _str_or_none(chunk.get("model")) or model
         if isinstance(chunk.get("usage"), dict):
             usage = chunk["usage"]
@@ -429,8 +445,11 @@ def _tool_reply(parsed: _Parsed, *, default_model: str, offered: frozenset[str])
     kept = parsed.tool_calls[:MAX_TOOL_CALLS]
     calls = tuple(_tool_call(raw, position, offered) for position, raw in enumerate(kept))
     if parsed.content is None and not calls:
-        where = "streamed reply" if parsed.streamed else "reply"
-        raise ModelUnavailable(f"no content and no tool calls in {where} (finish_reason={parsed.finish_reason})")
+        raise ModelUnavailable(
+            phrase("no content and no tool calls in streamed reply (finish_reason=%(reason)s)",
+                   reason=str(parsed.finish_reason)) if parsed.streamed else
+            phrase("no content and no tool calls in reply (finish_reason=%(reason)s)", reason=str(parsed.finish_reason))
+        )
     prompt_tokens, completion_tokens = _usage(parsed.usage)
     return ModelReply(
         text=parsed.content or "",
@@ -461,24 +480,28 @@ def _tool_call(raw: dict[str, Any], position: int, offered: frozenset[str]) -> T
 
     kind = raw.get("type")
     if kind is not None and kind != "function":
-        return bad(f"tool call type {str(kind)[:40]!r} is not 'function'")
+        return bad(phrase("tool call type %(kind)s is not 'function'", kind=repr(str(kind)[:40])))
     if not name:
-        return bad("the tool call names no function")
+        return bad(phrase("the tool call names no function"))
     if not _TOOL_NAME.match(name):
-        return bad(f"{_snippet(name)!r} is not a valid function name")
+        return bad(phrase("%(name)s is not a valid function name", name=repr(_snippet(name))))
     if name not in offered:
-        return bad(f"unknown tool {name!r}; the tools are: {', '.join(sorted(offered)) or 'none'}")
+        if not offered:
+            return bad(phrase("unknown tool %(name)s; the tools are: none", name=repr(name)))
+        return bad(phrase("unknown tool %(name)s; the tools are: %(tools)s", name=repr(name),
+                          tools=", ".join(sorted(offered))))
     if len(text) > MAX_TOOL_ARGUMENT_CHARS:
-        return bad(f"arguments are over {MAX_TOOL_ARGUMENT_CHARS} characters")
+        return bad(phrase("arguments are over %(limit)s characters", limit=str(MAX_TOOL_ARGUMENT_CHARS)))
     if not text.strip():
         parsed: Any = {}  # some servers send "" for a call without parameters
     else:
         try:
             parsed = json.loads(text)
         except ValueError as exc:
-            return bad(f"arguments are not valid JSON ({exc.msg} at char {exc.pos}): {_snippet(text)}")
+            return bad(phrase("arguments are not valid JSON (%(error)s at char %(position)s): %(text)s", error=exc.msg,
+                              position=str(exc.pos), text=_snippet(text)))
     if not isinstance(parsed, dict):
-        return bad(f"arguments must be a JSON object, not {type(parsed).__name__}")
+        return bad(phrase("arguments must be a JSON object, not %(type)s", type=type(parsed).__name__))
     return ToolCall(id=call_id, name=name, arguments=parsed, raw_arguments=shown)
 
 

@@ -14,6 +14,7 @@ from services.analysis import REANALYSABLE, initial_state
 from services.errors import IncidentNotFound
 from services.incidents import incident_ref
 from services.notify import Notifier
+from services.phrases import phrase
 from services.policy import RemediationPolicy, assessment_fields
 from services.ports import ProposalDraft
 from services.reviews import GitOpsReviews
@@ -44,8 +45,8 @@ class ManualProposals:
         if not command or len(command) > MAX_COMMAND:
             return ActionResult(Outcome.BAD_COMMAND, ref, count=MAX_COMMAND)
         draft = ProposalDraft(
-            source="human", root_cause=f"proposed by {actor.name}", command=command, risk="", reasoning="",
-            category="manual",
+            source="human", root_cause=phrase("proposed by %(name)s", name=actor.name), command=command, risk="",
+            reasoning="", category="manual",
         )
         assessment = self._policy.assess(draft)
         spec = assessment.spec.to_json() if assessment.spec is not None else {}

@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator, model_validator
 
 from services.errors import InvalidPlaybooks
+from services.phrases import phrase
 from services.ports import IncidentFacts, ProposalDraft
 from services.rules import k8s_name, workload_of
 from storage.clock import Clock
@@ -685,17 +686,22 @@ class PlaybookService:
         if chosen is None:
             return None
         row, score, commands = chosen
-        rate = f"success rate {row.successes}/{row.executions}" if row.executions > 0 else "no executions yet"
         root_cause = render_command(row.root_cause, facts) if row.root_cause else None
         log.info("playbook_matched", playbook=row.name, incident_id=facts.incident_id, similarity=score)
         return ProposalDraft(
             source="playbook",
-            root_cause=root_cause or f"matches playbook {row.name}",
+            root_cause=root_cause or phrase("matches playbook %(name)s", name=row.name),
             command=commands[0],
             steps=tuple(commands[1:]),
             risk=row.risk or DEFAULT_RISK,
             category=row.category,
-            reasoning=f"Playbook '{row.name}' matched with similarity {score:.2f}; {rate}",
+            reasoning=phrase(
+                "Playbook '%(name)s' matched with similarity %(score)s; success rate %(successes)s/%(executions)s",
+                name=row.name, score=f"{score:.2f}", successes=str(row.successes), executions=str(row.executions),
+            ) if row.executions > 0 else phrase(
+                "Playbook '%(name)s' matched with similarity %(score)s; no executions yet", name=row.name,
+                score=f"{score:.2f}",
+            ),
             model=None,
             confidence=None,
             playbook_id=row.id,

@@ -60,7 +60,7 @@ class ProposalView:
     blast_score: int | None = None  # 0–100 (None: assessed before the policy existed)
     tier: str | None = None  # auto | one_approver | two_approvers | blocked
     required_approvals: int = 1
-    reasons: str = ""  # the score's reasons in one line: "rollout restart 8 × prod 1.5 = 12"
+    reasons: tuple[str, ...] = ()  # the score's reasons, shown in one line: "rollout restart 8 × prod 1.5 = 12"
     rollback_plan: str | None = None
     blocked_reason: str | None = None
     approved_by: tuple[str, ...] = ()  # signatures so far (two-approver tier)
@@ -126,6 +126,10 @@ class Languages(Protocol):
     """Which language a chat's messages are rendered in (services/languages.py ChatLanguages)."""
 
     async def of(self, target: ChatTarget) -> str: ...
+
+    async def chats(self, channel: str) -> dict[str, str]:
+        """The chats of ``channel`` with their own language: chat id → language."""
+        ...
 
 
 class ChatGateway(Protocol):

@@ -89,8 +89,8 @@ class PostmortemService:
                 "seconds": None if not e["finished_at"] else round(
                     (datetime.fromisoformat(e["finished_at"]) - datetime.fromisoformat(e["started_at"])).total_seconds(), 1
                 ),
-                "error": clip(e["error"], 100) or None,
-                "rollback": clip(e["rollback"], 80) or None,
+                "error": clip(e["error"], 200) or None,
+                "rollback": clip(e["rollback"], 200) or None,
             })
         started, resolved = incident["started_at"] or incident["created_at"], incident["resolved_at"]
         return {

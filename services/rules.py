@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from services.phrases import N_, phrase
 from services.ports import IncidentFacts, ProposalDraft
 
 
@@ -19,7 +20,7 @@ class Rule:
     keywords: tuple[str, ...]
     action: str  # restart | scale | undo | delete_pod
     risk: str
-    root_cause: str  # {workload}, {namespace} are filled in
+    root_cause: str  # a phrase (services/phrases.py): %(workload)s, %(namespace)s are filled in
 
 
 RULES: tuple[Rule, ...] = (
@@ -28,39 +29,70 @@ RULES: tuple[Rule, ...] = (
         ("crashloop", "crash", "oomkill", "oom", "panic", "restarting", "backoff"),
         "restart",
         "medium",
-        "{workload} is crashing or was OOM-killed in {namespace}",
+        N_("%(workload)s is crashing or was OOM-killed in %(namespace)s"),
     ),
     Rule(
         "error_rate",
         ("errorrate", "error rate", "error_rate", "5xx", "higherror", "errors", "failure rate", "exception"),
         "undo",
         "medium",
-        "error rate spike on {workload} in {namespace}, likely from the latest rollout",
+        N_("error rate spike on %(workload)s in %(namespace)s, likely from the latest rollout"),
     ),
     Rule(
         "latency",
         ("latency", "slow", "p99", "p95", "response time", "duration", "timeout"),
         "scale",
         "low",
-        "{workload} in {namespace} is slow; it is probably short of capacity",
+        N_("%(workload)s in %(namespace)s is slow; it is probably short of capacity"),
     ),
     Rule(
         "resource_exhaustion",
         ("cpu", "memory", "throttl", "saturat", "exhaust", "pressure", "backlog", "connections", "queue"),
         "scale",
         "low",
-        "{workload} in {namespace} is running out of resources",
+        N_("%(workload)s in %(namespace)s is running out of resources"),
     ),
     Rule(
         "storage",
         ("disk", "filesystem", "volume", "inode", "storage"),
         "restart",
         "medium",
-        "storage on {workload} in {namespace} is nearly full; a restart releases temporary files and logs",
+        N_("storage on %(workload)s in %(namespace)s is nearly full; a restart releases temporary files and logs"),
     ),
 )
-DEFAULT_RULE = Rule("unknown", (), "restart", "medium", "no specific rule matched {workload} in {namespace}")
+DEFAULT_RULE = Rule("unknown", (), "restart", "medium", N_("no specific rule matched %(workload)s in %(namespace)s"))
 DEFAULT_SCALE_REPLICAS = 3
+
+# The reasoning of a rules proposal, one whole sentence per case (a phrase, services/phrases.py): (a rule
+# matched, no workload label, a scale) → the message id.
+_REASONING: dict[tuple[bool, bool, bool], str] = {
+    (True, False, False): N_("Rule '%(rule)s' matched alert %(alert)s"),
+    (True, True, False): N_(
+        "Rule '%(rule)s' matched alert %(alert)s; no workload label (deployment, statefulset, service, app), "
+        "so the target is a guess to check"
+    ),
+    (True, False, True): N_(
+        "Rule '%(rule)s' matched alert %(alert)s; scale target %(replicas)s replicas assumes the current count is lower"
+    ),
+    (True, True, True): N_(
+        "Rule '%(rule)s' matched alert %(alert)s; no workload label (deployment, statefulset, service, app), "
+        "so the target is a guess to check; scale target %(replicas)s replicas assumes the current count is lower"
+    ),
+    (False, False, False): N_("No rule matched alert %(alert)s; a restart is the default first step"),
+    (False, True, False): N_(
+        "No rule matched alert %(alert)s; a restart is the default first step; no workload label (deployment, "
+        "statefulset, service, app), so the target is a guess to check"
+    ),
+    (False, False, True): N_(
+        "No rule matched alert %(alert)s; a restart is the default first step; scale target %(replicas)s replicas "
+        "assumes the current count is lower"
+    ),
+    (False, True, True): N_(
+        "No rule matched alert %(alert)s; a restart is the default first step; no workload label (deployment, "
+        "statefulset, service, app), so the target is a guess to check; scale target %(replicas)s replicas assumes "
+        "the current count is lower"
+    ),
+}
 
 _WORKLOAD_LABELS = (
     ("deployment", "deployment"),
@@ -117,19 +149,14 @@ def propose(facts: IncidentFacts) -> ProposalDraft:
     else:
         target_desc = f"{workload[0]}/{workload[1]}"
     command = _command(rule.action, namespace, target_desc, pod)
-    reasoning = (
-        f"Rule '{rule.category}' matched alert {facts.alertname}"
-        if rule.keywords
-        else f"No rule matched alert {facts.alertname}; a restart is the default first step"
+    reasoning = phrase(
+        _REASONING[(bool(rule.keywords), workload is None, rule.action == "scale")],
+        rule=rule.category, alert=facts.alertname, replicas=str(DEFAULT_SCALE_REPLICAS),
     )
-    if workload is None:
-        reasoning += "; no workload label (deployment, statefulset, service, app), so the target is a guess to check"
-    if rule.action == "scale":
-        reasoning += f"; scale target {DEFAULT_SCALE_REPLICAS} replicas assumes the current count is lower"
     return ProposalDraft(
         source="rules",
         category=rule.category,
-        root_cause=rule.root_cause.format(workload=target_desc, namespace=namespace),
+        root_cause=phrase(rule.root_cause, workload=target_desc, namespace=namespace),
         command=command,
         risk=rule.risk,
         reasoning=reasoning,

@@ -33,6 +33,7 @@ from typing import Any
 import structlog
 
 from services.errors import AlertpilotError
+from services.phrases import N_, phrase
 
 log = structlog.get_logger(__name__)
 
@@ -197,15 +198,15 @@ PENALTIES: Mapping[str, int] = MappingProxyType(
 #: Deleting these is a hard rule (score 100, blocked).
 HARD_DELETE_KINDS: Mapping[str, str] = MappingProxyType(
     {
-        "namespace": "deleting a namespace",
-        "persistentvolume": "deleting a persistent volume",
-        "persistentvolumeclaim": "deleting a persistent volume claim",
-        "clusterrole": "deleting a cluster role",
-        "clusterrolebinding": "deleting a cluster role binding",
-        "customresourcedefinition": "deleting a custom resource definition",
-        "node": "deleting a node",
-        "all": "deleting every resource type (delete all)",
-        "api-extensions": "deleting API extensions (CRDs, webhooks, API services)",
+        "namespace": N_("deleting a namespace"),
+        "persistentvolume": N_("deleting a persistent volume"),
+        "persistentvolumeclaim": N_("deleting a persistent volume claim"),
+        "clusterrole": N_("deleting a cluster role"),
+        "clusterrolebinding": N_("deleting a cluster role binding"),
+        "customresourcedefinition": N_("deleting a custom resource definition"),
+        "node": N_("deleting a node"),
+        "all": N_("deleting every resource type (delete all)"),
+        "api-extensions": N_("deleting API extensions (CRDs, webhooks, API services)"),
     }
 )
 
@@ -340,21 +341,21 @@ _VERB_ALIASES = {"set sa": "set serviceaccount"}
 _SUBCOMMAND_GROUPS = frozenset({"rollout", "set", "auth", "certificate"})
 _BLOCKED_VERBS: Mapping[str, str] = MappingProxyType(
     {
-        "edit": "kubectl edit opens an interactive editor; propose a patch or set command instead",
-        "port-forward": "kubectl port-forward runs until stopped and opens a port on the bot host",
-        "proxy": "kubectl proxy runs until stopped and opens the API server on the bot host",
-        "attach": "kubectl attach streams until stopped; use logs or exec instead",
-        "cp": "kubectl cp reads or writes files on the host running the bot (its kubeconfig, its secrets)",
-        "config": "kubectl config changes the kubeconfig the executor itself uses",
-        "plugin": "kubectl plugins are other programs; they cannot be scored",
-        "completion": "kubectl completion is not a remediation",
-        "alpha": "kubectl alpha commands cannot be scored",
+        "edit": N_("kubectl edit opens an interactive editor; propose a patch or set command instead"),
+        "port-forward": N_("kubectl port-forward runs until stopped and opens a port on the bot host"),
+        "proxy": N_("kubectl proxy runs until stopped and opens the API server on the bot host"),
+        "attach": N_("kubectl attach streams until stopped; use logs or exec instead"),
+        "cp": N_("kubectl cp reads or writes files on the host running the bot (its kubeconfig, its secrets)"),
+        "config": N_("kubectl config changes the kubeconfig the executor itself uses"),
+        "plugin": N_("kubectl plugins are other programs; they cannot be scored"),
+        "completion": N_("kubectl completion is not a remediation"),
+        "alpha": N_("kubectl alpha commands cannot be scored"),
     }
 )
 
 # Flags that change who runs the command or against which cluster (or write files on the bot host).
-# The executor's own kubeconfig decides that; a proposal never does.
-_WHO_WHERE = "changes which cluster or identity kubectl uses; the executor's kubeconfig decides that"
+# The executor's own kubeconfig decides that; a proposal never does. Each reason is a phrase with the flag.
+_WHO_WHERE = N_("--%(flag)s changes which cluster or identity kubectl uses; the executor's kubeconfig decides that")
 _BLOCKED_FLAGS: Mapping[str, str] = MappingProxyType(
     {
         **{
@@ -380,15 +381,15 @@ _BLOCKED_FLAGS: Mapping[str, str] = MappingProxyType(
                 "kuberc",
             )
         },
-        "profile": "writes a profile file on the host running the bot",
-        "profile-output": "writes a file on the host running the bot",
-        "log-file": "writes a file on the host running the bot",
-        "log-dir": "writes files on the host running the bot",
-        "cache-dir": "writes files on the host running the bot",
-        "from-file": "reads files on the host running the bot into the cluster",
-        "from-env-file": "reads files on the host running the bot into the cluster",
-        "cert": "reads files on the host running the bot into the cluster",
-        "key": "reads files on the host running the bot into the cluster",
+        "profile": N_("--%(flag)s writes a profile file on the host running the bot"),
+        "profile-output": N_("--%(flag)s writes a file on the host running the bot"),
+        "log-file": N_("--%(flag)s writes a file on the host running the bot"),
+        "log-dir": N_("--%(flag)s writes files on the host running the bot"),
+        "cache-dir": N_("--%(flag)s writes files on the host running the bot"),
+        "from-file": N_("--%(flag)s reads files on the host running the bot into the cluster"),
+        "from-env-file": N_("--%(flag)s reads files on the host running the bot into the cluster"),
+        "cert": N_("--%(flag)s reads files on the host running the bot into the cluster"),
+        "key": N_("--%(flag)s reads files on the host running the bot into the cluster"),
     }
 )
 # Long flags that take the next token as their value when written without "=". Flags with an optional
@@ -481,16 +482,50 @@ _INTERPRETER = re.compile(r"^(python|pypy|pwsh|powershell)[\d.]*$", re.IGNORECAS
 # Checked on the raw string before shlex, quotes or not: `kubectl annotate pod x a="b;c"` is blocked too.
 # That refuses a few harmless commands, and in exchange no quoting trick can smuggle shell syntax into a
 # card that someone might paste into a terminal.
-_METACHARACTERS: Mapping[str, str] = MappingProxyType(
+#
+# What is wrong with a character, alone and followed by more problems (", …"): a list of problems reads as
+# "a, (b, (c))", one phrase per item, each recognisable by its own text (and found at any depth of nesting).
+_METACHARACTERS: Mapping[str, tuple[str, str]] = MappingProxyType(
     {
-        ";": "';' (a second command)",
-        "&": "'&' ('&&' or a background job)",
-        "|": "'|' (a pipe or '||')",
-        "`": "'`' (command substitution)",
-        "$": "'$' (variable or command substitution: $(…), ${…})",
-        ">": "'>' (redirection)",
-        "<": "'<' (redirection)",
-        "\\": "'\\' (escapes that make the card differ from what runs)",
+        ";": (
+            N_("shell metacharacter ';' (a second command)"),
+            N_("shell metacharacter ';' (a second command), %(more)s"),
+        ),
+        "&": (
+            N_("shell metacharacter '&' ('&&' or a background job)"),
+            N_("shell metacharacter '&' ('&&' or a background job), %(more)s"),
+        ),
+        "|": (
+            N_("shell metacharacter '|' (a pipe or '||')"),
+            N_("shell metacharacter '|' (a pipe or '||'), %(more)s"),
+        ),
+        "`": (
+            N_("shell metacharacter '`' (command substitution)"),
+            N_("shell metacharacter '`' (command substitution), %(more)s"),
+        ),
+        "$": (
+            N_("shell metacharacter '$' (variable or command substitution: $(…), ${…})"),
+            N_("shell metacharacter '$' (variable or command substitution: $(…), ${…}), %(more)s"),
+        ),
+        ">": (
+            N_("shell metacharacter '>' (redirection)"),
+            N_("shell metacharacter '>' (redirection), %(more)s"),
+        ),
+        "<": (
+            N_("shell metacharacter '<' (redirection)"),
+            N_("shell metacharacter '<' (redirection), %(more)s"),
+        ),
+        "\\": (
+            N_("shell metacharacter '\\' (escapes that make the card differ from what runs)"),
+            N_("shell metacharacter '\\' (escapes that make the card differ from what runs), %(more)s"),
+        ),
+    }
+)
+_CHARACTER_PROBLEMS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "line": (N_("a line break (a second command)"), N_("a line break (a second command), %(more)s")),
+        "control": (N_("control character U+%(code)s"), N_("control character U+%(code)s, %(more)s")),
+        "non-ascii": (N_("non-ASCII character U+%(code)s"), N_("non-ASCII character U+%(code)s, %(more)s")),
     }
 )
 
@@ -501,10 +536,11 @@ _TEXT_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bdrop\s+database\b"), "DROP DATABASE"),
     (re.compile(r"\bdrop\s+schema\b"), "DROP SCHEMA"),
     (re.compile(r"(?<![\w.-])truncate(?![\w-])"), "TRUNCATE"),
-    (re.compile(r"(?<![\w.-])mkfs(?![\w-])"), "mkfs (formats a filesystem)"),
-    (re.compile(r"(?<![\w.-])dd\s[^\n]*?(?<![\w-])if="), "dd if= (raw disk copy)"),
-    (re.compile(r"(?<![\w.-])(?:shutdown|reboot|poweroff|halt)(?![\w-])"), "shutdown/reboot of a machine"),
+    (re.compile(r"(?<![\w.-])mkfs(?![\w-])"), N_("mkfs (formats a filesystem)")),
+    (re.compile(r"(?<![\w.-])dd\s[^\n]*?(?<![\w-])if="), N_("dd if= (raw disk copy)")),
+    (re.compile(r"(?<![\w.-])(?:shutdown|reboot|poweroff|halt)(?![\w-])"), N_("shutdown/reboot of a machine")),
 )
+_RM_RULE = N_("rm -r (recursive delete)")
 _RM = re.compile(r"(?<![\w.-])rm((?:\s+-\S*)+)")
 _SQL_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 # A kubectl delete of a hard-rule kind written inside another command (ssh, exec, a quoted argument).
@@ -701,18 +737,18 @@ class Assessment:
 def parse_command(command: str, *, allowed_tools: frozenset[str] = frozenset({"kubectl"})) -> RemediationSpec:
     """The command as a spec, or UnsafeCommand(reason) when it cannot be run from chat at all."""
     if not isinstance(command, str):
-        raise UnsafeCommand(f"the command is a {type(command).__name__}, not text")
+        raise UnsafeCommand(phrase("the command is a %(type)s, not text", type=type(command).__name__))
     if not command.strip():
-        raise UnsafeCommand("the command is empty")
+        raise UnsafeCommand(phrase("the command is empty"))
     if len(command) > MAX_COMMAND_LENGTH:
-        raise UnsafeCommand(f"the command is longer than {MAX_COMMAND_LENGTH} characters")
+        raise UnsafeCommand(phrase("the command is longer than %(limit)s characters", limit=MAX_COMMAND_LENGTH))
     _check_characters(command)
     try:
         argv = tuple(shlex.split(command, comments=False, posix=True))
     except ValueError as exc:
-        raise UnsafeCommand(f"cannot parse the command: {exc}") from None
+        raise UnsafeCommand(phrase("cannot parse the command: %(error)s", error=exc)) from None
     if not argv:
-        raise UnsafeCommand("the command is empty")
+        raise UnsafeCommand(phrase("the command is empty"))
     tool = argv[0]
     _check_tool(tool, allowed_tools)
     if tool == "kubectl":
@@ -721,51 +757,79 @@ def parse_command(command: str, *, allowed_tools: frozenset[str] = frozenset({"k
 
 
 def _check_characters(command: str) -> None:
-    problems: list[str] = []
+    problems: dict[str, tuple[str, dict[str, str], bool]] = {}  # text → (followed-by-more form, values, shell)
     for char in command:
+        values: dict[str, str] = {}
         if char in _METACHARACTERS:
-            problem = f"shell metacharacter {_METACHARACTERS[char]}"
+            (alone, followed), shell = _METACHARACTERS[char], True
         elif char in "\n\r":
-            problem = "a line break (a second command)"
+            (alone, followed), shell = _CHARACTER_PROBLEMS["line"], True
         elif char == "\t":
             continue  # a tab separates words like a space; with no shell it is harmless
         elif ord(char) < 32 or ord(char) == 127:
-            problem = f"control character U+{ord(char):04X}"
+            (alone, followed), shell = _CHARACTER_PROBLEMS["control"], False
+            values = {"code": f"{ord(char):04X}"}
         elif ord(char) > 127:
             # Lookalikes (the fullwidth '；', a Cyrillic 'о' in "prоd") would make the card show
             # something other than what runs, so commands are plain ASCII.
-            problem = f"non-ASCII character U+{ord(char):04X} {unicodedata.name(char, '').lower()}".rstrip()
+            (alone, followed), shell = _CHARACTER_PROBLEMS["non-ascii"], False
+            values = {"code": f"{ord(char):04X} {unicodedata.name(char, '').lower()}".rstrip()}
         else:
             continue
-        if problem not in problems:
-            problems.append(problem)
+        problems.setdefault(phrase(alone, **values), (followed, values, shell))
     if problems:
-        shell = any(not problem.startswith(("non-ASCII", "control")) for problem in problems)
-        why = (
-            "commands run without a shell, one command per proposal"
-            if shell
-            else "commands must be plain ASCII text, so the card shows exactly what runs"
+        items = list(problems.items())
+        listed = items[-1][0]
+        for _text, (followed, values, _shell) in reversed(items[:-1]):  # "a, b, c" as "a, (b, (c))"
+            listed = phrase(followed, more=listed, **values)
+        if any(shell for _followed, _values, shell in problems.values()):
+            raise UnsafeCommand(
+                phrase("%(problems)s: commands run without a shell, one command per proposal", problems=listed)
+            )
+        raise UnsafeCommand(
+            phrase(
+                "%(problems)s: commands must be plain ASCII text, so the card shows exactly what runs",
+                problems=listed,
+            )
         )
-        raise UnsafeCommand(f"{', '.join(problems)}: {why}")
 
 
 def _check_tool(tool: str, allowed_tools: frozenset[str]) -> None:
     if "/" in tool:
         bare = tool.rsplit("/", 1)[-1] or tool
         raise UnsafeCommand(
-            f"{tool!r} is a path: write the bare tool name ({bare!r}); the executor resolves it, so a path "
-            "cannot swap in another program"
+            phrase(
+                "%(tool)s is a path: write the bare tool name (%(bare)s); the executor resolves it, so a path "
+                "cannot swap in another program",
+                tool=repr(tool),
+                bare=repr(bare),
+            )
         )
     if tool.casefold() in _NEVER_TOOLS or _INTERPRETER.match(tool):
         raise UnsafeCommand(
-            f"{tool!r} runs other commands (a shell, an interpreter or a wrapper such as sudo); it is never "
-            "allowed, not even through ALERTPILOT_ALLOWED_TOOLS"
+            phrase(
+                "%(tool)s runs other commands (a shell, an interpreter or a wrapper such as sudo); it is never "
+                "allowed, not even through ALERTPILOT_ALLOWED_TOOLS",
+                tool=repr(tool),
+            )
         )
     if tool not in allowed_tools:
-        allowed = ", ".join(sorted(allowed_tools)) or "none"
+        allowed = ", ".join(sorted(allowed_tools))
+        if not allowed:
+            raise UnsafeCommand(
+                phrase(
+                    "tool %(tool)s is not allowed (allowed: none; names are case-sensitive); "
+                    "add it to ALERTPILOT_ALLOWED_TOOLS to allow it",
+                    tool=repr(tool),
+                )
+            )
         raise UnsafeCommand(
-            f"tool {tool!r} is not allowed (allowed: {allowed}; names are case-sensitive); "
-            "add it to ALERTPILOT_ALLOWED_TOOLS to allow it"
+            phrase(
+                "tool %(tool)s is not allowed (allowed: %(allowed)s; names are case-sensitive); "
+                "add it to ALERTPILOT_ALLOWED_TOOLS to allow it",
+                tool=repr(tool),
+                allowed=allowed,
+            )
         )
 
 
@@ -796,17 +860,20 @@ def _scan_kubectl(tokens: Sequence[str], verb: str | None) -> _Scan:
             name, eq, value = token[2:].partition("=")
             name = name.casefold()
             if not name:
-                raise UnsafeCommand(f"cannot read the flag {token!r}")
+                raise UnsafeCommand(phrase("cannot read the flag %(flag)s", flag=repr(token)))
             if eq:
                 options.append((name, value))
             elif name not in _VALUE_FLAGS and name not in _BOOL_FLAGS:
                 raise UnsafeCommand(
-                    f"unknown flag --{name}: write it as --{name}=value or leave it out "
-                    "(an unknown flag might swallow the next word)"
+                    phrase(
+                        "unknown flag --%(flag)s: write it as --%(flag)s=value or leave it out "
+                        "(an unknown flag might swallow the next word)",
+                        flag=name,
+                    )
                 )
             elif name in _VALUE_FLAGS:
                 if i + 1 >= len(tokens):
-                    raise UnsafeCommand(f"--{name} needs a value")
+                    raise UnsafeCommand(phrase("--%(flag)s needs a value", flag=name))
                 options.append((name, tokens[i + 1]))
                 i += 1
             else:
@@ -816,7 +883,9 @@ def _scan_kubectl(tokens: Sequence[str], verb: str | None) -> _Scan:
             while j < len(token):
                 letter = token[j]
                 if letter not in shorts:
-                    raise UnsafeCommand(f"unknown flag -{letter} in {token!r}")
+                    raise UnsafeCommand(
+                        phrase("unknown flag -%(letter)s in %(token)s", letter=letter, token=repr(token))
+                    )
                 name = shorts[letter]
                 if name in _VALUE_FLAGS:
                     rest = token[j + 1 :]
@@ -826,7 +895,7 @@ def _scan_kubectl(tokens: Sequence[str], verb: str | None) -> _Scan:
                         options.append((name, tokens[i + 1]))
                         i += 1
                     else:
-                        raise UnsafeCommand(f"-{letter} needs a value")
+                        raise UnsafeCommand(phrase("-%(letter)s needs a value", letter=letter))
                     break
                 options.append((name, None))
                 j += 1
@@ -839,13 +908,13 @@ def _scan_kubectl(tokens: Sequence[str], verb: str | None) -> _Scan:
 def _resolve_verb(positionals: Sequence[str]) -> tuple[str, int]:
     """(verb, how many positionals it used)."""
     if not positionals:
-        raise UnsafeCommand("kubectl without a command")
+        raise UnsafeCommand(phrase("kubectl without a command"))
     first = positionals[0].casefold()
     if first in _BLOCKED_VERBS:
         raise UnsafeCommand(_BLOCKED_VERBS[first])
     if first in _SUBCOMMAND_GROUPS:
         if len(positionals) < 2:
-            raise UnsafeCommand(f"kubectl {first} without a subcommand")
+            raise UnsafeCommand(phrase("kubectl %(group)s without a subcommand", group=first))
         verb = f"{first} {positionals[1].casefold()}"
         used = 2
     else:
@@ -853,12 +922,15 @@ def _resolve_verb(positionals: Sequence[str]) -> tuple[str, int]:
     if verb == "apply" and len(positionals) > 1 and positionals[1].casefold() == "edit-last-applied":
         raise UnsafeCommand(_BLOCKED_VERBS["edit"])
     if verb == "create" and len(positionals) > 1 and positionals[1].casefold() == "token":
-        raise UnsafeCommand("kubectl create token prints a bearer token into the chat")
+        raise UnsafeCommand(phrase("kubectl create token prints a bearer token into the chat"))
     verb = _VERB_ALIASES.get(verb, verb)
     if verb not in _VERBS:
         raise UnsafeCommand(
-            f"unknown kubectl command {' '.join(positionals[:used])!r}: only known commands can be scored "
-            "(an unknown one may be a plugin, another program)"
+            phrase(
+                "unknown kubectl command %(command)s: only known commands can be scored "
+                "(an unknown one may be a plugin, another program)",
+                command=repr(" ".join(positionals[:used])),
+            )
         )
     return verb, used
 
@@ -869,7 +941,7 @@ def _parse_kubectl(raw: str, argv: tuple[str, ...]) -> RemediationSpec:
     scan = _scan_kubectl(tokens, verb)
     again, used_again = _resolve_verb(scan.positionals)
     if again != verb or used_again != used:
-        raise UnsafeCommand("flags before the command make it ambiguous; put them after the command")
+        raise UnsafeCommand(phrase("flags before the command make it ambiguous; put them after the command"))
     info = _VERBS[verb]
     rest = scan.positionals[used:]
     if verb not in ("exec", "debug", "run"):
@@ -877,23 +949,19 @@ def _parse_kubectl(raw: str, argv: tuple[str, ...]) -> RemediationSpec:
 
     for name, _value in scan.options:
         if name in _BLOCKED_FLAGS:
-            raise UnsafeCommand(f"--{name} {_BLOCKED_FLAGS[name]}")
+            raise UnsafeCommand(phrase(_BLOCKED_FLAGS[name], flag=name))
     opts = _last_values(scan.options)
     if "raw" in opts and info.mutating:
-        raise UnsafeCommand("--raw sends a raw API request that cannot be scored")
+        raise UnsafeCommand(phrase("--raw sends a raw API request that cannot be scored"))
 
     namespace = opts.get("namespace")
     if "namespace" in opts:
         if not namespace or not _NAMESPACE_NAME.match(namespace):
-            raise UnsafeCommand(f"{namespace!r} is not a valid namespace name")
+            raise UnsafeCommand(phrase("%(namespace)s is not a valid namespace name", namespace=repr(namespace)))
         namespace = namespace.lower()
     all_namespaces = _truthy(opts, "all-namespaces")
-    selectors = [f"{opts['selector']}"] if opts.get("selector") else []
-    if opts.get("field-selector"):
-        selectors.append(f"field {opts['field-selector']}")
-    if verb == "drain" and opts.get("pod-selector"):
-        selectors.append(f"pods {opts['pod-selector']}")
-    selector = "; ".join(selectors) or None
+    selector_parts = _selector_parts(opts, verb)
+    selector = _selector_text(selector_parts)
     flags = tuple(_flag_text(name, value) for name, value in scan.options)
     filenames = [value for name, value in scan.options if name in ("filename", "kustomize") and value]
 
@@ -907,14 +975,14 @@ def _parse_kubectl(raw: str, argv: tuple[str, ...]) -> RemediationSpec:
     name = resources[0][1] if resources else None
     resource_texts = tuple(f"{k}/{n}" if n else k for k, n in resources)
     if verb == "scale" and "replicas" not in target_state:
-        raise UnsafeCommand("kubectl scale without --replicas")
+        raise UnsafeCommand(phrase("kubectl scale without --replicas"))
 
     rollback = _rollback(verb, info, namespace, resources, selector)
     dry_run_argv = _dry_run_argv(
         argv, info, namespace, all_namespaces, resources, opts.get("selector"), opts.get("field-selector"), scan.dashes
     )
     constraints = _constraints(
-        verb, info, namespace, all_namespaces, resources, selector, filenames, rollback, dry_run_argv
+        verb, info, namespace, all_namespaces, resources, selector_parts, filenames, rollback, dry_run_argv
     )
     return RemediationSpec(
         raw=raw,
@@ -935,6 +1003,48 @@ def _parse_kubectl(raw: str, argv: tuple[str, ...]) -> RemediationSpec:
         mutating=info.mutating,
         dry_run_argv=dry_run_argv,
     )
+
+
+def _selector_parts(opts: Mapping[str, str | None], verb: str) -> dict[str, str]:
+    """The selectors given, in order: labels (-l), field (--field-selector), pods (drain's --pod-selector)."""
+    parts = {
+        "labels": opts.get("selector") or "",
+        "field": opts.get("field-selector") or "",
+        "pods": (opts.get("pod-selector") or "") if verb == "drain" else "",
+    }
+    return {name: value for name, value in parts.items() if value}
+
+
+def _selector_text(parts: Mapping[str, str]) -> str | None:
+    """The spec's selector: "app=api", "field status.phase=Failed", "app=api; field …; pods …" (data)."""
+    words = {"labels": "", "field": "field ", "pods": "pods "}
+    return "; ".join(words[name] + value for name, value in parts.items()) or None
+
+
+# "selector …" (a constraint) and "+ selector … 20" (a penalty), one whole phrase per combination of selectors.
+_SELECTOR_REASONS: Mapping[tuple[str, ...], tuple[str, str]] = MappingProxyType(
+    {
+        ("labels",): (N_("selector %(labels)s"), N_("+ selector %(labels)s %(points)s")),
+        ("field",): (N_("selector field %(field)s"), N_("+ selector field %(field)s %(points)s")),
+        ("pods",): (N_("selector pods %(pods)s"), N_("+ selector pods %(pods)s %(points)s")),
+        ("labels", "field"): (
+            N_("selector %(labels)s; field %(field)s"),
+            N_("+ selector %(labels)s; field %(field)s %(points)s"),
+        ),
+        ("labels", "pods"): (
+            N_("selector %(labels)s; pods %(pods)s"),
+            N_("+ selector %(labels)s; pods %(pods)s %(points)s"),
+        ),
+        ("field", "pods"): (
+            N_("selector field %(field)s; pods %(pods)s"),
+            N_("+ selector field %(field)s; pods %(pods)s %(points)s"),
+        ),
+        ("labels", "field", "pods"): (
+            N_("selector %(labels)s; field %(field)s; pods %(pods)s"),
+            N_("+ selector %(labels)s; field %(field)s; pods %(pods)s %(points)s"),
+        ),
+    }
+)
 
 
 def _read_positionals(
@@ -974,7 +1084,7 @@ def _read_positionals(
         state["approved"] = verb == "certificate approve"
     elif info.shape == "sa":
         if len(rest) < 2:
-            raise UnsafeCommand("kubectl set serviceaccount needs a resource and a service account name")
+            raise UnsafeCommand(phrase("kubectl set serviceaccount needs a resource and a service account name"))
         resources = _resources(rest[:-1])
         state["serviceaccount"] = rest[-1]
     elif info.shape == "none":
@@ -1013,12 +1123,12 @@ def _resources(tokens: Sequence[str]) -> list[tuple[str, str | None]]:
         return []
     if any("/" in token for token in tokens):
         if not all("/" in token for token in tokens):
-            raise UnsafeCommand("mixes TYPE/NAME with separate names; kubectl rejects that")
+            raise UnsafeCommand(phrase("mixes TYPE/NAME with separate names; kubectl rejects that"))
         out: list[tuple[str, str | None]] = []
         for token in tokens:
             type_part, _, name = token.partition("/")
             if not type_part or not name:
-                raise UnsafeCommand(f"cannot read the resource {token!r}")
+                raise UnsafeCommand(phrase("cannot read the resource %(resource)s", resource=repr(token)))
             out.extend((_kind(part), name) for part in type_part.split(","))
         return out
     kinds = [_kind(part) for part in tokens[0].split(",")]
@@ -1031,7 +1141,7 @@ def _resources(tokens: Sequence[str]) -> list[tuple[str, str | None]]:
 def _kind(token: str) -> str:
     base = token.casefold().split(".")[0].strip()
     if not base:
-        raise UnsafeCommand(f"cannot read the resource type {token!r}")
+        raise UnsafeCommand(phrase("cannot read the resource type %(resource)s", resource=repr(token)))
     return _KIND_ALIASES.get(base, base)
 
 
@@ -1039,7 +1149,7 @@ def _node_name(token: str) -> str:
     if "/" in token:
         type_part, _, name = token.partition("/")
         if _kind(type_part) != "node" or not name:
-            raise UnsafeCommand(f"{token!r} is not a node")
+            raise UnsafeCommand(phrase("%(resource)s is not a node", resource=repr(token)))
         return name
     return token
 
@@ -1109,7 +1219,7 @@ def _replicas_state(opts: Mapping[str, str | None]) -> dict[str, Any]:
 def _non_negative_int(value: str | None, flag: str) -> int:
     text = (value or "").strip()
     if not re.fullmatch(r"\d{1,6}", text):
-        raise UnsafeCommand(f"{flag} must be a whole number, got {value!r}")
+        raise UnsafeCommand(phrase("%(flag)s must be a whole number, got %(value)s", flag=flag, value=repr(value)))
     return int(text)
 
 
@@ -1137,6 +1247,18 @@ def _flag_text(name: str, value: str | None) -> str:
     return f"--{name}" if value is None else f"--{name}={value}"
 
 
+_ROLLBACK_HINTS: Mapping[str, str] = MappingProxyType(
+    {
+        "uncordon": N_("cordon the node again by hand if needed"),
+        "rollout pause": N_("kubectl rollout resume undoes it"),
+        "rollout resume": N_("kubectl rollout pause undoes it"),
+        "delete": N_("deleted objects must be recreated from their manifests"),
+        "exec": N_("what the command did inside the container is not tracked"),
+        "debug": N_("delete the debug pod or ephemeral container by hand"),
+    }
+)
+
+
 def _rollback(
     verb: str,
     info: _Verb,
@@ -1145,7 +1267,7 @@ def _rollback(
     selector: str | None,
 ) -> Rollback:
     if not info.mutating:
-        return Rollback("none", None, "read-only: nothing to roll back")
+        return Rollback("none", None, phrase("read-only: nothing to roll back"))
     ns_args = ["-n", namespace] if namespace else []
     named = bool(resources) and all(name for _, name in resources)
     targets = [f"{kind}/{name}" for kind, name in resources]
@@ -1153,36 +1275,37 @@ def _rollback(
     if verb in ("rollout restart", "set image", "set env", "set resources") or (verb == "patch" and workloads):
         if workloads and not selector:
             argv = ("kubectl", *ns_args, "rollout", "undo", *targets)
-            return Rollback("rollout_undo", shlex.join(argv), "roll back to the previous revision", argv)
-        return Rollback("manual", None, "no single named workload: roll each one back by hand (rollout undo)")
+            return Rollback("rollout_undo", shlex.join(argv), phrase("roll back to the previous revision"), argv)
+        return Rollback(
+            "manual", None, phrase("no single named workload: roll each one back by hand (rollout undo)")
+        )
     if verb == "rollout undo":
         history = shlex.join(["kubectl", *ns_args, "rollout", "history", *targets]) if named else "rollout history"
-        return Rollback("manual", None, f"undo of an undo: pick the revision by hand ({history})")
+        description = phrase("undo of an undo: pick the revision by hand (%(history)s)", history=history)
+        return Rollback("manual", None, description)
     if verb == "scale":
         if named and len(resources) == 1 and not selector:
             argv = ("kubectl", *ns_args, "scale", targets[0], "--replicas={replicas}")
             command = shlex.join(argv[:-1]) + " --replicas={replicas}"
-            return Rollback("scale_back", command, "scale back to the replica count read before the change", argv)
-        return Rollback("manual", None, "several or unnamed targets: scale each back by hand")
+            description = phrase("scale back to the replica count read before the change")
+            return Rollback("scale_back", command, description, argv)
+        return Rollback("manual", None, phrase("several or unnamed targets: scale each back by hand"))
     if verb in ("cordon", "drain"):
         if named and not selector:
             argv = ("kubectl", "uncordon", *(name for _, name in resources if name))
-            description = "make the node schedulable again"
-            if verb == "drain":
-                description += "; evicted pods are not moved back"
+            description = (
+                phrase("make the node schedulable again; evicted pods are not moved back")
+                if verb == "drain"
+                else phrase("make the node schedulable again")
+            )
             return Rollback("uncordon", shlex.join(argv), description, argv)
-        return Rollback("manual", None, "nodes chosen by selector: uncordon them by hand")
+        return Rollback("manual", None, phrase("nodes chosen by selector: uncordon them by hand"))
     if verb == "delete" and resources and all(kind == "pod" for kind, _ in resources):
-        return Rollback("none", None, "the pod's controller recreates it (a bare pod without one is gone for good)")
-    hints = {
-        "uncordon": "cordon the node again by hand if needed",
-        "rollout pause": "kubectl rollout resume undoes it",
-        "rollout resume": "kubectl rollout pause undoes it",
-        "delete": "deleted objects must be recreated from their manifests",
-        "exec": "what the command did inside the container is not tracked",
-        "debug": "delete the debug pod or ephemeral container by hand",
-    }
-    return Rollback("manual", None, hints.get(verb, f"no automatic rollback for {verb}: plan it by hand"))
+        return Rollback(
+            "none", None, phrase("the pod's controller recreates it (a bare pod without one is gone for good)")
+        )
+    hint = _ROLLBACK_HINTS.get(verb)
+    return Rollback("manual", None, hint or phrase("no automatic rollback for %(verb)s: plan it by hand", verb=verb))
 
 
 def _dry_run_argv(
@@ -1223,44 +1346,55 @@ def _constraints(
     namespace: str | None,
     all_namespaces: bool,
     resources: Sequence[tuple[str, str | None]],
-    selector: str | None,
+    selector_parts: Mapping[str, str],
     filenames: Sequence[str],
     rollback: Rollback,
     dry_run_argv: tuple[str, ...] | None,
 ) -> tuple[str, ...]:
     out: list[str] = []
     if not info.mutating:
-        out.append("read-only")
+        out.append(phrase("read-only"))
     kinds = {kind for kind, _ in resources}
     if info.node or kinds == {"node"}:
-        out.append("node-level: the namespace does not apply")
+        out.append(phrase("node-level: the namespace does not apply"))
     elif all_namespaces:
-        out.append("all namespaces")
+        out.append(phrase("all namespaces"))
     elif kinds and kinds <= _CLUSTER_SCOPED | {"namespace"}:
-        out.append("cluster-scoped")
+        out.append(phrase("cluster-scoped"))
     elif namespace:
-        out.append(f"namespace {namespace} only")
+        out.append(phrase("namespace %(namespace)s only", namespace=namespace))
     elif info.mutating:
-        out.append("namespace from the kubeconfig context (none given)")
+        out.append(phrase("namespace from the kubeconfig context (none given)"))
     named = [f"{k}/{n}" for k, n in resources if n]
     if len(resources) == 1 and named:
-        out.append(f"one resource: {named[0]}")
+        out.append(phrase("one resource: %(resource)s", resource=named[0]))
     elif len(resources) > 1 and len(named) == len(resources):
-        out.append(f"{len(resources)} resources: {', '.join(named)}")
-    elif resources and not selector:
-        out.append("every " + ", ".join(sorted(kinds)) + (" in the namespace" if not all_namespaces else ""))
-    if selector:
-        out.append(f"selector {selector}")
+        out.append(phrase("%(count)s resources: %(resources)s", count=len(resources), resources=", ".join(named)))
+    elif resources and not selector_parts:
+        every = ", ".join(sorted(kinds))
+        out.append(
+            phrase("every %(kinds)s", kinds=every)
+            if all_namespaces
+            else phrase("every %(kinds)s in the namespace", kinds=every)
+        )
+    if selector_parts:
+        out.append(phrase(_SELECTOR_REASONS[tuple(selector_parts)][0], **selector_parts))
     if filenames:
-        out.append("resources from " + ", ".join(filenames) + " (not visible here)")
+        out.append(phrase("resources from %(files)s (not visible here)", files=", ".join(filenames)))
     if info.mutating:
         if info.dry_run:
-            out.append("rehearsed first with --dry-run=server")
+            out.append(phrase("rehearsed first with --dry-run=server"))
         elif dry_run_argv is not None:
-            out.append(f"kubectl has no dry run for {verb}: rehearsed with {shlex.join(dry_run_argv)}")
+            out.append(
+                phrase(
+                    "kubectl has no dry run for %(verb)s: rehearsed with %(command)s",
+                    verb=verb,
+                    command=shlex.join(dry_run_argv),
+                )
+            )
         else:
-            out.append(f"kubectl has no dry run for {verb}")
-        out.append(f"rollback: {rollback.command or rollback.description}")
+            out.append(phrase("kubectl has no dry run for %(verb)s", verb=verb))
+        out.append(phrase("rollback: %(rollback)s", rollback=rollback.command or rollback.description))
     return tuple(out)
 
 
@@ -1269,7 +1403,9 @@ def _parse_other_tool(raw: str, argv: tuple[str, ...]) -> RemediationSpec:
     words = [word for word in argv[1:] if not word.startswith("-")]
     verb = words[0] if words else ""
     name = words[1] if len(words) > 1 else None
-    rollback = Rollback("manual", None, f"{tool} is not kubectl: no automatic rollback, plan it by hand")
+    rollback = Rollback(
+        "manual", None, phrase("%(tool)s is not kubectl: no automatic rollback, plan it by hand", tool=tool)
+    )
     return RemediationSpec(
         raw=raw,
         argv=argv,
@@ -1284,9 +1420,9 @@ def _parse_other_tool(raw: str, argv: tuple[str, ...]) -> RemediationSpec:
         target_state={},
         dry_run_required=False,
         constraints=(
-            f"{tool} is not kubectl: scored as a generic tool",
-            f"no dry run for {tool}",
-            "no automatic rollback",
+            phrase("%(tool)s is not kubectl: scored as a generic tool", tool=tool),
+            phrase("no dry run for %(tool)s", tool=tool),
+            phrase("no automatic rollback"),
         ),
         rollback=rollback,
         resources=(),
@@ -1310,9 +1446,9 @@ def find_hard_rule(text: str) -> str | None:
         for match in _RM.finditer(variant):
             for flag in match.group(1).split():
                 if flag.startswith("--") and flag[2:] in ("recursive", "dir"):
-                    return "rm -r (recursive delete)"
+                    return _RM_RULE
                 if not flag.startswith("--") and "r" in flag:
-                    return "rm -r (recursive delete)"
+                    return _RM_RULE
     for pattern, rule in _TEXT_RULES:
         if any(pattern.search(variant) for variant in variants):
             return rule
@@ -1324,9 +1460,10 @@ def _nested_hard_rule(text: str) -> str | None:
     folded = unicodedata.normalize("NFKC", text).casefold()
     match = _NESTED_DELETE.search(folded)
     if match:
-        return HARD_DELETE_KINDS[_KIND_ALIASES.get(match.group(1), match.group(1))] + " (nested command)"
+        rule = HARD_DELETE_KINDS[_KIND_ALIASES.get(match.group(1), match.group(1))]
+        return phrase("%(rule)s (nested command)", rule=rule)
     if _NESTED_DELETE_ALL.search(folded):
-        return "delete --all (nested command)"
+        return phrase("%(rule)s (nested command)", rule="delete --all")
     return find_hard_rule(text)
 
 
@@ -1366,17 +1503,41 @@ def blast_radius(spec: RemediationSpec, policy: NamespacePolicy, *, current_repl
     rules = _spec_hard_rules(spec)
     if rules:
         return Score(
-            BLOCKED_SCORE, tuple(f"hard rule: {rule}" for rule in rules) + (f"= {BLOCKED_SCORE}",), rules[0]
+            BLOCKED_SCORE,
+            tuple(phrase("hard rule: %(rule)s", rule=rule) for rule in rules) + (f"= {BLOCKED_SCORE}",),
+            rules[0],
         )
     if spec.tool != "kubectl":
         base = BASE_SCORES[_TOOL_BASES.get(spec.tool, "other tool")]
-        return _total(f"{spec.tool} (not kubectl)", base, 1.0, "", [])
+        return _total(phrase("%(tool)s (not kubectl) %(points)s", tool=spec.tool, points=base), base, 1.0, "", [])
     info = _VERBS[spec.verb]
     opts = _flag_map(spec.flags)
     label, base = _base(spec, opts, current_replicas)
     factor, factor_label = _multiplier(spec, info, policy)
     penalties = _penalties(spec, info, opts) if info.mutating else []
-    return _total(label, base, factor, factor_label, penalties)
+    reason = phrase(_BASE_REASONS[label], points=base) if label in _BASE_REASONS else f"{label} {base}"
+    return _total(reason, base, factor, factor_label, penalties)
+
+
+# The reasons' labels that are words rather than a kubectl verb (or a namespace): each reason a phrase.
+_BASE_REASONS: Mapping[str, str] = MappingProxyType(
+    {
+        "get secret values": N_("get secret values %(points)s"),
+        "scale up": N_("scale up %(points)s"),
+        "scale down": N_("scale down %(points)s"),
+        "scale (direction unknown)": N_("scale (direction unknown) %(points)s"),
+        "scale to 0": N_("scale to 0 %(points)s"),
+        "delete (other kind)": N_("delete (other kind) %(points)s"),
+        "delete -f (manifest files)": N_("delete -f (manifest files) %(points)s"),
+    }
+)
+_FACTOR_REASONS: Mapping[str, str] = MappingProxyType(
+    {
+        "all namespaces": N_("× all namespaces %(factor)s"),
+        "cluster-wide": N_("× cluster-wide %(factor)s"),
+        "dev/staging": N_("× dev/staging %(factor)s"),
+    }
+)
 
 
 def _base(spec: RemediationSpec, opts: Mapping[str, str | None], current: int | None) -> tuple[str, int]:
@@ -1425,10 +1586,14 @@ def _multiplier(spec: RemediationSpec, info: _Verb, policy: NamespacePolicy) -> 
 
 
 def _penalties(spec: RemediationSpec, info: _Verb, opts: Mapping[str, str | None]) -> list[tuple[str, int]]:
+    """(reason, points) per penalty: "+ --force 15", "+ 2 resources 10"."""
     out: list[tuple[str, int]] = []
 
     def add(key: str, label: str | None = None) -> None:
-        out.append((label or key, PENALTIES[key]))
+        out.append((f"+ {label or key} {PENALTIES[key]}", PENALTIES[key]))  # a flag: data
+
+    def add_phrase(key: str, reason: str) -> None:
+        out.append((reason, PENALTIES[key]))
 
     if _truthy(opts, "force"):
         add("--force")
@@ -1450,17 +1615,23 @@ def _penalties(spec: RemediationSpec, info: _Verb, opts: Mapping[str, str | None
         and not info.node
         and info.shape not in ("create", "run")
     ):
-        add("no name (every resource of the kind)", f"no name (every {spec.kind})")
+        key = "no name (every resource of the kind)"
+        add_phrase(key, phrase("+ no name (every %(kind)s) %(points)s", kind=spec.kind, points=PENALTIES[key]))
     if spec.selector:
-        broad = spec.verb == "delete" or info.node
-        add("selector on delete" if broad else "selector", f"selector {spec.selector}")
+        key = "selector on delete" if spec.verb == "delete" or info.node else "selector"
+        parts = _selector_parts(opts, spec.verb)
+        if _selector_text(parts) != spec.selector:  # a spec built elsewhere: its selector as it is
+            parts = {"labels": spec.selector}
+        add_phrase(key, phrase(_SELECTOR_REASONS[tuple(parts)][1], points=PENALTIES[key], **parts))
     if (opts.get("cascade") or "").strip().casefold() in ("orphan", "false"):
         add("--cascade=orphan")
     if len(spec.resources) > 1:
-        add("several resources", f"{len(spec.resources)} resources")
+        key = "several resources"
+        add_phrase(key, phrase("+ %(count)s resources %(points)s", count=len(spec.resources), points=PENALTIES[key]))
     manifests = spec.target_state.get("manifests") or []
     if any(str(m).casefold().startswith(("http://", "https://")) for m in manifests):
-        add("manifest from a URL")
+        key = "manifest from a URL"
+        add_phrase(key, phrase("+ manifest from a URL %(points)s", points=PENALTIES[key]))
     if _truthy(opts, "prune"):
         add("--prune")
     if _truthy(opts, "disable-eviction"):
@@ -1470,18 +1641,29 @@ def _penalties(spec: RemediationSpec, info: _Verb, opts: Mapping[str, str | None
     return out
 
 
-def _total(label: str, base: int, factor: float, factor_label: str, penalties: list[tuple[str, int]]) -> Score:
-    reasons = [f"{label} {base}"]
+def _total(reason: str, base: int, factor: float, factor_label: str, penalties: list[tuple[str, int]]) -> Score:
+    """``reason`` is the base's ("rollout restart 8"); ``penalties`` are (reason, points)."""
+    reasons = [reason]
     # Rounded up: 5 × 0.5 = 2.5 counts as 3. The epsilon keeps 8 × 1.5 = 12.000…01 at 12.
     value = math.ceil(base * factor - 1e-9)
     if factor != 1.0:
-        reasons.append(f"× {factor_label} {factor:g}")
-    for penalty_label, points in penalties:
-        reasons.append(f"+ {penalty_label} {points}")
+        if factor_label in _FACTOR_REASONS:
+            reasons.append(phrase(_FACTOR_REASONS[factor_label], factor=f"{factor:g}"))
+        else:
+            reasons.append(f"× {factor_label} {factor:g}")  # "prod" or the namespace itself: data
+    for penalty_reason, points in penalties:
+        reasons.append(penalty_reason)
         value += points
     value = max(0, value)
     if value > MAX_APPROVABLE:
-        reasons.append(f"= {value} → {MAX_APPROVABLE} (only hard rules score {BLOCKED_SCORE})")
+        reasons.append(
+            phrase(
+                "= %(score)s → %(capped)s (only hard rules score %(blocked)s)",
+                score=value,
+                capped=MAX_APPROVABLE,
+                blocked=BLOCKED_SCORE,
+            )
+        )
         value = MAX_APPROVABLE
     else:
         reasons.append(f"= {value}")
@@ -1556,15 +1738,23 @@ def assess(
         try:
             spec = parse_command(command, allowed_tools=allowed_tools)
         except UnsafeCommand as exc:
-            reasons = ((f"hard rule: {text_rule}",) if text_rule else ()) + (f"blocked: {exc.reason}",)
+            hard = (phrase("hard rule: %(rule)s", rule=text_rule),) if text_rule else ()
+            reasons = hard + (phrase("blocked: %(reason)s", reason=exc.reason),)
             score = Score(BLOCKED_SCORE, reasons + (f"= {BLOCKED_SCORE}",), text_rule)
-            reason = f"hard rule: {text_rule}; {exc.reason}" if text_rule else exc.reason
+            reason = (
+                phrase("hard rule: %(rule)s; %(reason)s", rule=text_rule, reason=exc.reason)
+                if text_rule
+                else exc.reason
+            )
             return _assessment(text, None, score, Tier.BLOCKED, reason, None)
         score = blast_radius(spec, policy, current_replicas=current_replicas)
         if text_rule and score.value < BLOCKED_SCORE:  # blast_radius checks the raw text too; belt and braces
-            score = Score(BLOCKED_SCORE, (f"hard rule: {text_rule}", f"= {BLOCKED_SCORE}"), text_rule)
+            rule = phrase("hard rule: %(rule)s", rule=text_rule)
+            score = Score(BLOCKED_SCORE, (rule, f"= {BLOCKED_SCORE}"), text_rule)
         tier = tier_for(score.value, auto_enabled=auto_enabled, trusted=trusted)
-        blocked = f"hard rule: {score.hard_rule}" if tier is Tier.BLOCKED and score.hard_rule else None
+        blocked = (
+            phrase("hard rule: %(rule)s", rule=score.hard_rule) if tier is Tier.BLOCKED and score.hard_rule else None
+        )
         if tier is Tier.BLOCKED and blocked is None:
             blocked = score.summary
         return _assessment(text, spec, score, tier, blocked, None)
@@ -1572,9 +1762,11 @@ def assess(
         error = f"{type(exc).__name__}: {exc}"
         log.exception("safety_assessment_failed", command=text[:200], error=error)
         if text_rule:
-            score = Score(BLOCKED_SCORE, (f"hard rule: {text_rule}", f"= {BLOCKED_SCORE}"), text_rule)
-            return _assessment(text, spec, score, Tier.BLOCKED, f"hard rule: {text_rule}", error)
-        score = Score(ERROR_SCORE, (f"scoring failed ({error}): a human decides", f"= {ERROR_SCORE}"), None)
+            rule = phrase("hard rule: %(rule)s", rule=text_rule)
+            score = Score(BLOCKED_SCORE, (rule, f"= {BLOCKED_SCORE}"), text_rule)
+            return _assessment(text, spec, score, Tier.BLOCKED, rule, error)
+        failed = phrase("scoring failed (%(error)s): a human decides", error=error)
+        score = Score(ERROR_SCORE, (failed, f"= {ERROR_SCORE}"), None)
         return _assessment(text, spec, score, Tier.ONE, None, error)
 
 

@@ -26,6 +26,7 @@ from services.errors import IncidentNotFound
 from services.incidents import incident_ref
 from services.matchers import REASON_MAX, SilenceError, first_match, matches, parse_duration, parse_silence
 from services.notify import Notifier, Wakeup
+from services.phrases import phrase
 from services.ports import ChatTarget
 from services.queries import EXPLICIT_REF, parse_incident_ref
 from services.roles import Role, RoleMap
@@ -112,7 +113,8 @@ class SilenceService:
             return ActionResult(Outcome.INCIDENT_RESOLVED, ref)
         if incident.muted:
             return ActionResult(Outcome.ALREADY_SILENCED, ref, state=str(incident.silence_id))
-        silence, _ = await self._add(actor, incident_matchers(incident), BUTTON_DURATION, f"🔕 on {ref}")
+        reason = phrase("🔕 on %(ref)s", ref=ref)
+        silence, _ = await self._add(actor, incident_matchers(incident), BUTTON_DURATION, reason)
         return ActionResult(Outcome.SILENCED, ref, state=str(silence.id), count=int(BUTTON_DURATION.total_seconds() // 60))
 
     async def list(self, actor: Actor, say: Reply) -> None:

@@ -33,7 +33,7 @@ CARD_LIMITS = {
     "rollback_plan": 200,
     "blocked_reason": 200,
     "execution_error": 200,  # shown instead of blocked_reason (a blocked proposal never runs)
-    "rollback": 120,
+    "rollback": 200,
 }
 REVIEW_URL_MAX = 500  # inside href: not visible, so outside the visible budget; a longer one is not shown
 CARD_MAX_STEPS = 4
@@ -201,13 +201,29 @@ def proposal_view(p: Proposal, approved_by: Sequence[str] = (), execution: Execu
         blast_score=p.blast_score,
         tier=p.tier,
         required_approvals=p.required_approvals if p.required_approvals is not None else 1,
-        reasons=clip(" ".join(p.score_reasons or []), CARD_LIMITS["reasons"]),
+        reasons=_reasons(p.score_reasons or []),
         rollback_plan=clip(p.rollback_plan, CARD_LIMITS["rollback_plan"]) or None,
         blocked_reason=clip(p.blocked_reason, CARD_LIMITS["blocked_reason"]) or None,
         approved_by=tuple(clip(name, CARD_LIMITS["decided_by"]) for name in approved_by[:2]),
         review_url=p.review_url if p.review_url and len(p.review_url) <= REVIEW_URL_MAX else None,
         execution=None if execution is None or execution.proposal_id != p.id else execution_view(execution),
     )
+
+
+def _reasons(reasons: Sequence[str]) -> tuple[str, ...]:
+    """The score's reasons within the card's budget for their line (each stays whole, so that the chat can show
+    it in its language; the one that does not fit is clipped and ends the line)."""
+    out: list[str] = []
+    used, limit = 0, CARD_LIMITS["reasons"]
+    for reason in reasons:
+        text, space = str(reason), 1 if out else 0
+        if used + space + len(text) > limit:
+            if limit - used - space > 1:
+                out.append(clip(text, limit - used - space))
+            break
+        out.append(text)
+        used += space + len(text)
+    return tuple(out)
 
 
 def _agreement(record: dict[str, Any] | None) -> dict[str, Any]:

@@ -636,6 +636,13 @@ class KeyValueRepo:
         row = await self._s.get(KeyValue, key)
         return None if row is None else row.value
 
+    async def with_prefix(self, prefix: str) -> dict[str, str]:
+        """Every key starting with ``prefix`` and its value."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = await self._s.execute(select(KeyValue).where(KeyValue.key.like(  # type: ignore[attr-defined]
+            f"{escaped}%", escape="\\")))
+        return {row.key: row.value for row in rows.scalars()}
+
     async def put(self, key: str, value: str) -> None:
         """Store value under key, replacing what was there."""
         row = await self._s.get(KeyValue, key)

@@ -17,7 +17,7 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.types import BotCommand, LinkPreviewOptions, Message, ReplyParameters
+from aiogram.types import BotCommand, BotCommandScopeChat, LinkPreviewOptions, Message, ReplyParameters
 
 from bot.keyboards import card_keyboard
 from bot.render import TELEGRAM_TEXT_LIMIT, Renderer, telegram_visible_length
@@ -47,12 +47,30 @@ class TelegramGateway:
         return chat_id.startswith("-")
 
     async def register_commands(self) -> None:
-        """Publish the command menu; a failure (Telegram down, bad token) is logged, never fatal."""
-        commands = [BotCommand(command=c, description=d) for c, d in self._render.strings("telegram").commands.items()]
+        """Publish the command menu in the default language, and each chat's own (/lang) for that chat; a
+        failure (Telegram down, bad token) is logged, never fatal."""
         try:
-            await self._call(self._bot.set_my_commands(commands))
+            await self._call(self._bot.set_my_commands(self._commands(self._render.default_lang)))
+            if self._languages is not None:
+                for chat_id, lang in (await self._languages.chats(self.channel)).items():
+                    await self.use_language(ChatTarget(self.channel, chat_id), lang)
         except DeliveryError as exc:
             log.warning("telegram_set_commands_failed", error=str(exc))
+
+    async def use_language(self, target: ChatTarget, lang: str) -> None:
+        """The command menu of one chat in its language (/lang); back to the default menu for the default
+        language. Raises DeliveryError."""
+        if target.channel != self.channel or not target.chat_id.lstrip("-").isdigit():
+            return
+        scope = BotCommandScopeChat(chat_id=int(target.chat_id))
+        if lang == self._render.default_lang:
+            await self._call(self._bot.delete_my_commands(scope=scope))
+        else:
+            await self._call(self._bot.set_my_commands(self._commands(lang), scope=scope))
+
+    def _commands(self, lang: str) -> list[BotCommand]:
+        return [BotCommand(command=c, description=d)
+                for c, d in self._render.strings("telegram", lang=lang).commands.items()]
 
     def shows(self, message_id: str, card: IncidentCard) -> bool:
         return False  # edits in place

@@ -72,10 +72,13 @@ class WeComRobotGateway:
 
     def __init__(
         self, client: httpx.AsyncClient, renderer: Renderer, keys: tuple[str, ...], *, oncall: tuple[str, ...] = (),
-        languages: Languages | None = None,
+        languages: Languages | None = None, key_languages: dict[str, str] | None = None,
     ) -> None:
+        """``key_languages``: robots whose group has its own language (``key@zh-CN``); the others speak the
+        default. A robot cannot be asked /lang: its key is all alertpilot knows of its group."""
         self._http, self._render, self._oncall, self._languages = client, renderer, oncall, languages
         self._keys = {robot_id(key): key for key in keys}
+        self._robot_languages = {robot_id(key): lang for key, lang in (key_languages or {}).items()}
 
     @property
     def chat_ids(self) -> tuple[str, ...]:
@@ -103,6 +106,8 @@ class WeComRobotGateway:
         return await self._post(chat_id, content, mentions=wecom_mentions(context))
 
     async def _lang(self, chat_id: str) -> str:
+        if chat_id in self._robot_languages:
+            return self._robot_languages[chat_id]
         if self._languages is None:
             return self._render.default_lang
         return await self._languages.of(ChatTarget(self.channel, chat_id))

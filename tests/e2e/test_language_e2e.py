@@ -45,15 +45,28 @@ async def test_an_admin_sets_the_chat_language_and_it_is_kept(tmp_path: Path, bo
         changed = await ask(bot_api, ADMIN, "/lang zh_tw", "此群組現在使用")
         assert "繁體中文" in changed  # the answer is already in the new language
         await ask(bot_api, VIEWER, "/lang", "此群組使用繁體中文")
+        # the chat's command menu follows: its own, in Chinese; the default menu stays English
+        [menu] = await bot_api.wait_for("setMyCommands", predicate=lambda r: "scope" in r.params)
+        assert menu.params["scope"] == {"type": "chat", "chat_id": CHAT_ID}
+        described = {c["command"]: c["description"] for c in menu.params["commands"]}
+        assert described["approve"] == "核准修復建議：/approve INC-12"
+        [default_menu] = [r for r in bot_api.calls("setMyCommands") if "scope" not in r.params]
+        assert {c["command"]: c["description"] for c in default_menu.params["commands"]}["approve"].startswith("Approve")
     finally:
         await app.stop()
 
+    bot_api.clear_requests()
     app = await start(tmp_path, bot_api)  # the same database: the chat's language is stored
     try:
         again = await ask(bot_api, VIEWER, "/lang", "預設為")
         assert "此群組使用繁體中文" in again and "English" in again
+        # after a restart the chat gets its menu again
+        [menu] = await bot_api.wait_for("setMyCommands", predicate=lambda r: "scope" in r.params)
+        assert menu.params["scope"] == {"type": "chat", "chat_id": CHAT_ID}
         back = await ask(bot_api, ADMIN, "/lang default", "This chat now speaks English")
         assert back
+        [gone] = await bot_api.wait_for("deleteMyCommands")  # back to the default menu
+        assert gone.params["scope"] == {"type": "chat", "chat_id": CHAT_ID}
     finally:
         await app.stop()
 
@@ -119,3 +132,26 @@ async def test_a_robot_posts_in_the_configured_language(tmp_path: Path) -> None:
             assert "DiskFull" in card[0] and "Root cause" not in card[0]
         finally:
             await app.stop()
+
+
+async def test_each_robot_may_speak_its_group_language(tmp_path: Path) -> None:
+    """Telegram groups in Taiwan (the default, zh-TW) and a WeCom group in mainland China (its robot: zh-CN)."""
+    async with FakeWeCom(keys=("robot-key-0001", "robot-key-0002")) as wecom:
+        settings = app_settings(tmp_path, language="zh-TW", wecom_webhook_keys="robot-key-0001@zh_cn,robot-key-0002",
+                                wecom_api_base=wecom.base_url)
+        app = await start_app(settings)
+        try:
+            await app.post_alerts(fixture("01-firing-one-alert.json"))
+            await eventually(lambda: len({s.key for s in wecom.delivered() if "DiskFull" in s.content}) == 2 or None)
+            by_robot = {s.key: s.content for s in wecom.delivered() if "DiskFull" in s.content}
+            assert "根因" in by_robot["robot-key-0001"] and "根本原因" in by_robot["robot-key-0002"]
+        finally:
+            await app.stop()
+
+
+def test_a_robot_language_must_be_one_alertpilot_speaks() -> None:
+    with pytest.raises(SettingsError, match="not a language alertpilot speaks: 'fr' after robot key robo"):
+        load_settings(wecom_webhook_keys="robot-key-0001@fr")
+    settings = load_settings(wecom_webhook_keys="robot-key-0001@zh-hans, robot-key-0002")
+    assert settings.wecom_keys == ("robot-key-0001", "robot-key-0002")
+    assert settings.wecom_key_languages == {"robot-key-0001": "zh-CN"}

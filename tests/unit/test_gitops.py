@@ -385,10 +385,12 @@ def test_gitops_review_clips_free_text(render: Callable[..., str]) -> None:
         approve_hint="/approve INC-12",
     )
 
-    assert ctx["root_cause_quote"] == "> " + "r" * 1999 + "…"
-    assert ctx["reasoning_quote"] == "> " + "w" * 1999 + "…"
+    assert ctx["root_cause"] == "r" * 1999 + "…"  # clipped here, quoted (after translation) by the template
+    assert ctx["reasoning"] == "w" * 1999 + "…"
     assert ctx["summary_quote"] == "> " + "s" * 999 + "…"
-    assert len(render(REVIEW_TEMPLATE, **ctx)) < 10_000
+    body = render(REVIEW_TEMPLATE, **ctx)
+    assert "\n> " + "r" * 1999 + "…\n" in body and "\n> " + "w" * 1999 + "…\n" in body
+    assert len(body) < 10_000
 
 
 def test_gitops_review_survives_missing_fields(render: Callable[..., str]) -> None:

@@ -15,7 +15,15 @@ import markupsafe
 import pytest
 from babel.messages.extract import extract_from_dir
 
-from bot.render import TEMPLATES_DIR, MissingTranslation, Renderer, markdown_value, read_catalog
+from bot.render import (
+    SERVICE_CATALOGS,
+    TEMPLATES_DIR,
+    MissingTranslation,
+    PhraseBook,
+    Renderer,
+    markdown_value,
+    read_catalog,
+)
 from services.gitops import review_context
 from services.languages import LANGUAGES, ChatLanguages, LanguageChange, parse_language
 from tests.unit.test_gitops import incident, proposal
@@ -57,10 +65,14 @@ def _values(context: Any) -> list[str]:
     return [str(context)] if context is not None else []
 
 
-def english_left(text: str, context: dict[str, Any]) -> list[str]:
+def english_left(text: str, context: dict[str, Any], lang: str | None = None) -> list[str]:
     """English words in a rendered Chinese message that are neither data nor kept names. Data is looked for
-    as the channel shows it too: HTML-escaped (Telegram) and neutralised (WeCom)."""
-    shown = {str(f(v)) for v in _values(context) if len(v) >= 3 for f in (str, markupsafe.escape, markdown_value)}
+    as the channel shows it too: HTML-escaped (Telegram) and neutralised (WeCom), and, with ``lang``, as the
+    ``phrase`` filter shows service text in it (whether that comes out whole is the phrase corpora's test)."""
+    values = [v for v in _values(context) if len(v) >= 3]
+    if lang is not None:
+        values += [STRICT.phrases(lang).translate(v) for v in values]
+    shown = {str(f(v)) for v in values for f in (str, markupsafe.escape, markdown_value)}
     parts = re.split(r"(<[^>]+>)", text)  # data is removed outside tags only: a key like "code" is not a tag
     for index in range(0, len(parts), 2):
         for value in sorted(shown, key=len, reverse=True):
@@ -81,7 +93,7 @@ CASES = [
 def test_every_template_speaks_every_language(name: str, channel: str, ext: str, lang: str) -> None:
     for context in PLAUSIBLE[name]:
         text = STRICT.render(f"{channel}/{name}.{ext}.j2", lang=lang, **context)
-        left = english_left(text, context)
+        left = english_left(text, context, lang)
         assert not left, f"{channel}/{name} in {lang} still has English: {left[:8]}\n{text}"
 
 
@@ -187,5 +199,80 @@ def test_the_wecom_stream_states_and_the_gitops_review_speak_every_language(lang
         assert not english_left(text, {}), text
     context = review_context(ref="INC-12", incident=incident(), proposal=proposal(), approve_hint="/approve INC-12")
     review = STRICT.render("gitops/review.md.j2", lang=lang, **context)
-    left = english_left(review, context)
+    left = english_left(review, {**context, "spec": proposal()["spec"]}, lang)
     assert not left, f"gitops/review in {lang}: {left[:10]}\n{review}"
+
+
+# --- service phrases (services/phrases.py, the ``phrase`` filter) -------------------------------------------
+
+SERVICES_DIR = TEMPLATES_DIR.parent / "services"
+
+
+def service_phrases() -> dict[str, str]:
+    """Every message id the services mark (``phrase("…")``, ``N_("…")``) → where (file:line)."""
+    found: dict[str, str] = {}
+    for filename, lineno, message, _comments, _context in extract_from_dir(
+        str(SERVICES_DIR), [("**.py", "python")], keywords={"phrase": None, "N_": None}
+    ):
+        if isinstance(message, str) and message:
+            found.setdefault(message, f"services/{filename}:{lineno}")
+    return found
+
+
+def test_services_mark_phrases() -> None:
+    assert len(service_phrases()) > 10  # the extraction itself works
+
+
+@pytest.mark.parametrize("lang", CHINESE)
+def test_every_service_phrase_is_translated_with_the_same_values(lang: str) -> None:
+    catalog = read_catalog(lang, pattern=SERVICE_CATALOGS)
+    translations = {m.id: m.string for m in catalog if isinstance(m.id, str) and m.id}
+    marked = service_phrases()
+    missing = {msgid: where for msgid, where in marked.items() if msgid not in translations}
+    assert not missing, f"{lang}: translate in templates/i18n/{lang}/services-*.po: {list(missing.items())[:20]}"
+    names = re.compile(r"%\((\w+)\)s")
+    for msgid, msgstr in translations.items():
+        assert set(names.findall(msgid)) == set(names.findall(msgstr)), f"{lang}: values differ: {msgid!r} → {msgstr!r}"
+    unused = set(translations) - set(marked)
+    assert not unused, f"{lang}: no service marks these any more: {sorted(unused)[:20]}"
+
+
+def test_service_phrases_are_recognisable() -> None:
+    for msgid, where in service_phrases().items():
+        assert not re.search(r"%(?!\(\w+\)s|%)", msgid), f"{where}: only %(name)s values in a phrase: {msgid!r}"
+        _, literal = PhraseBook.pattern(msgid)
+        assert literal > 0, f"{where}: a phrase needs text besides its values: {msgid!r}"
+
+
+def test_the_phrase_book_recognises_translates_and_nests() -> None:
+    book = PhraseBook({
+        "hard rule: %(rule)s": "硬性规则：%(rule)s",
+        "the command is longer than %(limit)s characters": "命令超过 %(limit)s 个字符",
+        "several resources": "多个资源",
+        "+ %(label)s %(points)s": "+ %(label)s %(points)s",
+        "%(a)s and %(a)s again": "%(a)s 再次 %(a)s",
+    })
+    assert book.translate("the command is longer than 4000 characters") == "命令超过 4000 个字符"
+    assert book.translate("hard rule: the command is longer than 9 characters") == "硬性规则：命令超过 9 个字符"
+    assert book.translate("+ several resources 10") == "+ 多个资源 10"
+    assert book.translate("+ --force 15") == "+ --force 15"  # a value that is no phrase stays as it is
+    assert book.translate("x and x again") == "x 再次 x"
+    assert book.translate("x and y again") == "x and y again"  # a repeated value must be the same text
+    assert book.translate("api is crashing (model text)") == "api is crashing (model text)"
+    assert book.translate(None) is None and book.translate("") == ""
+    with pytest.raises(MissingTranslation):
+        book.translate("api is crashing", strict=True)
+
+
+def test_the_phrase_filter_speaks_the_chat_language(tmp_path: Path) -> None:
+    (tmp_path / "telegram").mkdir()
+    (tmp_path / "telegram" / "t.html.j2").write_text("{{ reason|phrase }}")
+    for lang, text in (("zh-CN", "太长"), ("zh-TW", "太長")):
+        (tmp_path / "i18n" / lang).mkdir(parents=True)
+        (tmp_path / "i18n" / lang / "services-x.po").write_text(
+            f'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+            f'msgid "too long: %(n)s"\nmsgstr "{text}：%(n)s"\n', encoding="utf-8")
+    renderer = Renderer(ZoneInfo("UTC"), tmp_path)
+    assert renderer.render("telegram/t.html.j2", lang="zh-TW", reason="too long: <5>") == "太長：&lt;5&gt;"
+    assert renderer.render("telegram/t.html.j2", lang="zh-CN", reason="too long: 5") == "太长：5"
+    assert renderer.render("telegram/t.html.j2", lang="en", reason="too long: 5") == "too long: 5"

@@ -28,7 +28,7 @@ def card(**changes: object) -> IncidentCard:
         state="pending", source="rules", model=None, category="storage", root_cause="disk usage above 90%",
         command="kubectl -n prod rollout restart statefulset/db", risk="medium", reasoning="rule storage",
         confidence=None, decided_by=None, decided_at=None, decision_reason=None, blast_score=12, tier="one_approver",
-        reasons="rollout restart 8 × prod 1.5 = 12",
+        reasons=("rollout restart 8", "× prod 1.5", "= 12"),
     )
     base = IncidentCard(
         incident_id=12, ref="INC-12", status="firing", severity="critical", priority="P1", title="DiskFull",
@@ -162,7 +162,7 @@ async def test_wecom_cjk_card_is_shrunk_to_fit_the_byte_limit(gateway: WeComRobo
     big = card(title=wide[:200], summary=wide[:300], service=wide[:80])
     assert big.proposal is not None
     big = dataclasses.replace(big, proposal=dataclasses.replace(
-        big.proposal, root_cause=wide[:450], reasoning=wide[:300], reasons=wide[:200]))
+        big.proposal, root_cause=wide[:450], reasoning=wide[:300], reasons=(wide[:200],)))
     await gateway.send_card(CHAT, big, edit_message_id=None)
     [sent] = wecom.delivered(KEY)
     assert len(sent.content.encode()) <= WECOM_MARKDOWN_LIMIT
