@@ -73,6 +73,7 @@ from services.reports import ReportService
 from services.reviews import GitOpsReviews
 from services.silences import SilenceService
 from services.sources.credentials import DEFAULT_SOURCE, InvalidSources, Source, load_sources
+from storage import migrate
 from storage.clock import Clock, utcnow
 from storage.db import Database
 
@@ -110,7 +111,7 @@ async def _running(
     app: web.Application, settings: Settings, clock: Clock, console: TextIO | None, run_scheduler: bool
 ) -> AsyncIterator[None]:
     db = Database(settings.database_url)
-    await db.create_schema()
+    await migrate.ensure(db.engine, auto_migrate=settings.migrate_at_start)
     token, generated = await ensure_ingest_token(db, settings)
     renderer = Renderer(settings.tz, default_lang=settings.language)
     roles = settings.role_map
@@ -548,26 +549,52 @@ def playbook_specs(settings: Settings) -> list[PlaybookSpec] | None:
 
 
 async def check_database(settings: Settings) -> str | None:
-    """Open the database (creating the schema) before anything else; the error, or None."""
+    """Open the database and bring its schema to this release's (ALERTPILOT_AUTO_MIGRATE) before anything
+    else; the problem, or None."""
     try:
         db = Database(settings.database_url)
     except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return f"cannot open {settings.database_url_display}: {type(exc).__name__}: {exc}"
     try:
-        await db.create_schema()
+        await migrate.ensure(db.engine, auto_migrate=settings.migrate_at_start)
         await db.ping()
+    except migrate.SchemaOutOfDate as exc:
+        return str(exc)
     except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return f"cannot open {settings.database_url_display}: {type(exc).__name__}: {exc}"
     finally:
         await db.dispose()
     return None
+
+
+async def migrate_database(settings: Settings, *, check_only: bool = False) -> int:
+    """``alertpilot db upgrade`` (``db status`` with ``check_only``): 0 when the schema is this release's."""
+    db = Database(settings.database_url)
+    try:
+        if check_only:
+            found = await migrate.state(db.engine)
+            print(f"{settings.database_url_display}: {found.describe()}; this release: revision {found.head}"
+                  + ("" if found.up_to_date else " — run `alertpilot db upgrade`"))
+            return 0 if found.up_to_date else 1
+        before, after = await migrate.upgrade(db.engine)
+        if before.up_to_date:
+            print(f"{settings.database_url_display}: already at revision {after.head}, nothing to do")
+        else:
+            print(f"{settings.database_url_display}: upgraded from {before.describe()} to revision {after.current}")
+        return 0
+    except Exception as exc:
+        print(f"alertpilot: ALERTPILOT_DATABASE_URL: {settings.database_url_display}: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 2
+    finally:
+        await db.dispose()
 
 
 async def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM. Start-up problems come out as one line naming what to change."""
     problem = await check_database(settings)
     if problem is not None:
-        print(f"alertpilot: ALERTPILOT_DATABASE_URL: cannot open {settings.database_url_display}: {problem}", file=sys.stderr)
+        print(f"alertpilot: ALERTPILOT_DATABASE_URL: {problem}", file=sys.stderr)
         return 2
     try:
         playbook_specs(settings)
@@ -616,6 +643,9 @@ def main(argv: list[str] | None = None) -> None:
                       help="the alert's severity label (default: critical)")
     test.add_argument("--service", type=service_arg, default="demo-api",
                       help="the service it is about: its service and deployment labels (default: demo-api)")
+    database = sub.add_parser("db", help="the database schema: upgrade it to this release's, or show where it is")
+    database.add_argument("action", choices=("upgrade", "status"),
+                          help="upgrade: run the migrations (safe to repeat); status: exit 1 when an upgrade is due")
     check = sub.add_parser("doctor", help="check the configuration and every configured connection (read-only)")
     check.add_argument("--send", action="store_true", help="also post a test message to each WeCom robot")
     args = parser.parse_args(argv)
@@ -630,6 +660,8 @@ def main(argv: list[str] | None = None) -> None:
         configure_logging(settings.log_format, "debug" if settings.log_level == "debug" else "error")  # the table speaks
         raise SystemExit(asyncio.run(doctor(settings, send=args.send)))
     configure_logging(settings.log_format, settings.log_level)
+    if args.command == "db":
+        raise SystemExit(asyncio.run(migrate_database(settings, check_only=args.action == "status")))
     if args.command == "send-test-alert":
         raise SystemExit(asyncio.run(send_test_alert(settings, resolve=args.resolve, url=args.url,
                                                      severity=args.severity, service=args.service)))

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -39,11 +40,15 @@ from services.executors import SubprocessExecutor
 from services.llm import OpenAICompatibleModel
 from services.playbooks import load_playbooks_file
 from services.sources.credentials import InvalidSources, load_sources
-from storage import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from storage import (
+    migrate,
+    tables,  # noqa: F401  (registers the tables on SQLModel.metadata)
+)
 
 TIMEOUT = 10.0  # seconds per check: doctor never hangs on one peer
 KUBECTL_REQUEST_TIMEOUT = "5s"
-SCHEMA_FIX = "start alertpilot once (make run): it creates and upgrades the schema"
+SCHEMA_FIX = ("run `alertpilot db upgrade` (start-up does it when ALERTPILOT_AUTO_MIGRATE is on, the default for "
+              "SQLite)")
 TOKEN_FIX = "set ALERTPILOT_TELEGRAM_TOKEN to the token @BotFather gave you (BotFather → /mybots → API Token)"
 WECOM_ERRORS_URL = "https://developer.work.weixin.qq.com/document/path/90313"
 PING_SCHEMA: dict[str, Any] = {
@@ -267,6 +272,7 @@ async def check_database(settings: Settings) -> list[Check]:
     try:
         async with engine.connect() as conn:
             present = await conn.run_sync(_present_columns)
+            revision = await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
     except Exception as exc:
         return [fail(name, f"cannot open {shown}: {type(exc).__name__}: {_first_line(exc)}",
                      "check ALERTPILOT_DATABASE_URL (host, port, user, password, database name) and that the server "
@@ -274,7 +280,7 @@ async def check_database(settings: Settings) -> list[Check]:
                      "check that the file is a SQLite database and readable by this user")]
     finally:
         await engine.dispose()
-    return [_schema_check(name, shown, present)]
+    return [_schema_check(name, shown, present, revision)]
 
 
 def _missing_sqlite_file(name: str, path: Path) -> Check:
@@ -290,9 +296,10 @@ def _present_columns(conn: Any) -> dict[str, set[str]]:
     return {table: {c["name"] for c in inspector.get_columns(table)} for table in inspector.get_table_names()}
 
 
-def _schema_check(name: str, shown: str, present: dict[str, set[str]]) -> Check:
-    """Current: every declared table and column exists. Missing nullable columns and tables are added by the
-    next start (a warning); a missing NOT NULL column in an existing table is a migration start-up cannot do."""
+def _schema_check(name: str, shown: str, present: dict[str, set[str]], revision: str | None = None) -> Check:
+    """Current: at this release's migration and every declared table and column exists. Behind is a warning
+    (`alertpilot db upgrade`); a missing NOT NULL column in a database from before migrations is one the
+    migrations cannot do."""
     tables_missing: list[str] = []
     columns_missing: list[str] = []
     impossible: list[str] = []
@@ -307,14 +314,17 @@ def _schema_check(name: str, shown: str, present: dict[str, set[str]]) -> Check:
                     impossible.append(f"{table.name}.{column.name}")
     if impossible:
         return fail(name, f"{shown}: NOT NULL column(s) missing: {', '.join(impossible)}",
-                    "this database needs a migration that start-up cannot do: restore a matching release's database "
+                    "this database needs a migration alertpilot cannot do: restore a matching release's database "
                     "or migrate it by hand")
     if len(tables_missing) == len(SQLModel.metadata.tables):
         return warn(name, f"{shown}: reachable, but has no alertpilot tables yet", SCHEMA_FIX)
     if tables_missing or columns_missing:
         missing = [*(f"table {t}" for t in tables_missing), *(f"column {c}" for c in columns_missing)]
         return warn(name, f"{shown}: schema not current, missing {_listed(missing)}", SCHEMA_FIX)
-    return ok(name, f"{shown}: reachable, schema current ({len(SQLModel.metadata.tables)} tables)")
+    if revision != migrate.head():
+        at = f"at revision {revision}" if revision else "from a release before migrations"
+        return warn(name, f"{shown}: schema {at}, this release needs revision {migrate.head()}", SCHEMA_FIX)
+    return ok(name, f"{shown}: reachable, schema current (revision {revision}, {len(SQLModel.metadata.tables)} tables)")
 
 
 # --- Telegram ---------------------------------------------------------------------------------------------

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "sqlite+aiosqlite:///./data/alertpilot.db"
+    # Run the schema migrations at start-up (unset: yes on SQLite; on PostgreSQL run `alertpilot db upgrade`
+    # once per release, or set true: replicas starting together migrate once, under a lock).
+    auto_migrate: bool | None = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     ingest_token: SecretStr | None = None
@@ -307,6 +310,12 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def migrate_at_start(self) -> bool:
+        if self.auto_migrate is not None:
+            return self.auto_migrate
+        return make_url(self.database_url).get_backend_name() == "sqlite"
 
     @property
     def database_url_display(self) -> str:

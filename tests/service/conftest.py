@@ -106,6 +106,19 @@ def _decision_services(
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database: a SQLite file, then a scratch PostgreSQL database (skipped without a server)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/empty.db"
+        return
+    pg_url, drop = await scratch_postgres_database()
+    try:
+        yield pg_url
+    finally:
+        await drop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
 async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path}/svc.db"

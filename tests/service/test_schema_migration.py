@@ -3,8 +3,7 @@ proposal table gains its new nullable columns in place, old rows stay, and a sec
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
-from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from services.roles import RoleMap
 from storage.db import Database
 from storage.tables import Incident, Proposal
 from tests.fakes.chat import FakeClock
-from tests.harness import scratch_postgres_database
 
 NEW_PROPOSAL_COLUMNS = ("decision_id", "fallback_reason", "playbook_id", "playbook_name", "steps")
 NEW_TABLES = ("decision", "playbook", "knowledgeentry")
@@ -45,18 +43,6 @@ def previous_release(without: Collection[str] = NEW_PROPOSAL_COLUMNS) -> MetaDat
         ]
         Table("proposal", meta, *columns)
     return meta
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path}/old.db"
-        return
-    pg_url, drop = await scratch_postgres_database()
-    try:
-        yield pg_url
-    finally:
-        await drop()
 
 
 async def make_old_database(url: str, clock: FakeClock, without: Collection[str] = NEW_PROPOSAL_COLUMNS) -> int:

@@ -38,6 +38,7 @@ from bot.doctor import (
     warn,
 )
 from bot.settings import Settings
+from storage import migrate
 from storage.db import Database
 from tests.fakes.botapi import FakeBotAPI
 from tests.fakes.kubectl import FakeKubectl
@@ -151,7 +152,7 @@ async def test_database_missing_file_is_a_warning_and_doctor_creates_nothing(tmp
     config = settings(tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path}/new/alertpilot.db")
     [row] = await check_database(config)
     assert row.status is Status.WARN and "does not exist yet" in row.detail
-    assert row.fix == "start alertpilot once (make run): it creates and upgrades the schema"
+    assert row.fix.startswith("run `alertpilot db upgrade`")
     assert not (tmp_path / "new").exists()
 
 
@@ -175,11 +176,23 @@ async def test_database_missing_tables_and_columns_are_named_and_left_alone(tmp_
     [row] = await check_database(config)
     assert row.status is Status.WARN
     assert "table lease" in row.detail and "column incident.route" in row.detail
-    assert "start alertpilot once" in row.fix
+    assert "alertpilot db upgrade" in row.fix
     with sqlite3.connect(tmp_path / "alertpilot.db") as conn:  # read-only: nothing was added back
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         columns = {r[1] for r in conn.execute("PRAGMA table_info(incident)")}
     assert "lease" not in tables and "route" not in columns
+
+
+async def test_a_database_behind_this_release_is_named_with_the_upgrade_command(tmp_path: Path) -> None:
+    config = settings(tmp_path)
+    db = Database(config.database_url)
+    await db.create_schema()
+    await db.dispose()
+    with sqlite3.connect(tmp_path / "alertpilot.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0000'")
+    [row] = await check_database(config)
+    assert row.status is Status.WARN and "schema at revision 0000" in row.detail
+    assert f"needs revision {migrate.head()}" in row.detail and "alertpilot db upgrade" in row.fix
 
 
 def test_a_missing_not_null_column_is_a_migration_start_up_cannot_do() -> None:
