@@ -77,7 +77,8 @@ async def _two_replicas(database_url: str, tmp_path: Path, fakes: list[FakeBotAP
     for number, fake in enumerate(fakes):
         folder = tmp_path / f"replica{number}"
         folder.mkdir()
-        settings = app_settings(folder, bot_api=fake.base_url, database_url=database_url)
+        # auto_migrate: both start together on an empty database and migrate it once (the lock)
+        settings = app_settings(folder, bot_api=fake.base_url, database_url=database_url, auto_migrate=True)
         apps.append(await start_app(settings, clock=clock))
     try:
         for fake in fakes:
