@@ -25,7 +25,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -272,7 +271,7 @@ async def check_database(settings: Settings) -> list[Check]:
     try:
         async with engine.connect() as conn:
             present = await conn.run_sync(_present_columns)
-            revision = await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+            revision = await conn.run_sync(migrate.revision_of)
     except Exception as exc:
         return [fail(name, f"cannot open {shown}: {type(exc).__name__}: {_first_line(exc)}",
                      "check ALERTPILOT_DATABASE_URL (host, port, user, password, database name) and that the server "
@@ -296,10 +295,11 @@ def _present_columns(conn: Any) -> dict[str, set[str]]:
     return {table: {c["name"] for c in inspector.get_columns(table)} for table in inspector.get_table_names()}
 
 
-def _schema_check(name: str, shown: str, present: dict[str, set[str]], revision: str | None = None) -> Check:
-    """Current: at this release's migration and every declared table and column exists. Behind is a warning
-    (`alertpilot db upgrade`); a missing NOT NULL column in a database from before migrations is one the
-    migrations cannot do."""
+def _schema_check(name: str, shown: str, present: dict[str, set[str]], revision: str | None) -> Check:
+    """Current: at this release's revision and every declared table and column exists. Behind (or from before
+    migrations) is a warning: `alertpilot db upgrade`. Two things that command cannot mend are failures: a
+    missing NOT NULL column in a database from before migrations, and tables or columns missing from a
+    database that says it is current (changed by hand)."""
     tables_missing: list[str] = []
     columns_missing: list[str] = []
     impossible: list[str] = []
@@ -320,6 +320,10 @@ def _schema_check(name: str, shown: str, present: dict[str, set[str]], revision:
         return warn(name, f"{shown}: reachable, but has no alertpilot tables yet", SCHEMA_FIX)
     if tables_missing or columns_missing:
         missing = [*(f"table {t}" for t in tables_missing), *(f"column {c}" for c in columns_missing)]
+        if revision == migrate.head():
+            return fail(name, f"{shown}: at revision {revision}, yet missing {_listed(missing)}",
+                        "the database was changed outside alertpilot's migrations (`alertpilot db upgrade` will not "
+                        "add them back): restore it from a backup")
         return warn(name, f"{shown}: schema not current, missing {_listed(missing)}", SCHEMA_FIX)
     if revision != migrate.head():
         at = f"at revision {revision}" if revision else "from a release before migrations"

@@ -95,8 +95,13 @@ async def ensure(engine: AsyncEngine, *, auto_migrate: bool) -> SchemaState:
     return found
 
 
+def revision_of(conn: Connection) -> str | None:
+    """The revision the database is at (None: empty, or made before migrations). Reads only."""
+    return MigrationContext.configure(conn).get_current_revision()
+
+
 def _state(conn: Connection) -> SchemaState:
-    current = MigrationContext.configure(conn).get_current_revision()
+    current = revision_of(conn)
     return SchemaState(current, head(), legacy=current is None and inspect(conn).has_table("incident"))
 
 

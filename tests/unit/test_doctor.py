@@ -165,14 +165,21 @@ async def test_database_current_schema_is_ok(tmp_path: Path) -> None:
     assert row.status is Status.OK and "schema current" in row.detail
 
 
-async def test_database_missing_tables_and_columns_are_named_and_left_alone(tmp_path: Path) -> None:
+async def _current_database(tmp_path: Path, *edits: str) -> Settings:
+    """A database as `alertpilot db upgrade` leaves it, then changed by hand with ``edits`` (SQL)."""
     config = settings(tmp_path)
     db = Database(config.database_url)
     await db.create_schema()
     await db.dispose()
     with sqlite3.connect(tmp_path / "alertpilot.db") as conn:
-        conn.execute("DROP TABLE lease")
-        conn.execute('ALTER TABLE incident DROP COLUMN "route"')
+        for statement in edits:
+            conn.execute(statement)
+    return config
+
+
+async def test_a_database_from_before_migrations_is_named_and_left_alone(tmp_path: Path) -> None:
+    config = await _current_database(tmp_path, "DROP TABLE alembic_version", "DROP TABLE lease",
+                                     'ALTER TABLE incident DROP COLUMN "route"')
     [row] = await check_database(config)
     assert row.status is Status.WARN
     assert "table lease" in row.detail and "column incident.route" in row.detail
@@ -180,16 +187,17 @@ async def test_database_missing_tables_and_columns_are_named_and_left_alone(tmp_
     with sqlite3.connect(tmp_path / "alertpilot.db") as conn:  # read-only: nothing was added back
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         columns = {r[1] for r in conn.execute("PRAGMA table_info(incident)")}
-    assert "lease" not in tables and "route" not in columns
+    assert "lease" not in tables and "route" not in columns and "alembic_version" not in tables
+
+
+async def test_a_current_database_missing_a_table_was_changed_by_hand(tmp_path: Path) -> None:
+    [row] = await check_database(await _current_database(tmp_path, "DROP TABLE lease"))
+    assert row.status is Status.FAIL and f"at revision {migrate.head()}, yet missing table lease" in row.detail
+    assert "restore it from a backup" in row.fix and "will not add them back" in row.fix
 
 
 async def test_a_database_behind_this_release_is_named_with_the_upgrade_command(tmp_path: Path) -> None:
-    config = settings(tmp_path)
-    db = Database(config.database_url)
-    await db.create_schema()
-    await db.dispose()
-    with sqlite3.connect(tmp_path / "alertpilot.db") as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '0000'")
+    config = await _current_database(tmp_path, "UPDATE alembic_version SET version_num = '0000'")
     [row] = await check_database(config)
     assert row.status is Status.WARN and "schema at revision 0000" in row.detail
     assert f"needs revision {migrate.head()}" in row.detail and "alertpilot db upgrade" in row.fix
@@ -198,7 +206,7 @@ async def test_a_database_behind_this_release_is_named_with_the_upgrade_command(
 def test_a_missing_not_null_column_is_a_migration_start_up_cannot_do() -> None:
     present = {t.name: {c.name for c in t.columns} for t in SQLModel.metadata.sorted_tables}
     present["alert"].discard("fingerprint")
-    row = _schema_check("database", "db", present)
+    row = _schema_check("database", "db", present, None)
     assert row.status is Status.FAIL and "alert.fingerprint" in row.detail and "migration" in row.fix
 
 
