@@ -15,7 +15,7 @@ from typing import TextIO
 
 import httpx
 import structlog
-from aiogram import Bot, Dispatcher
+from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiohttp import web
@@ -31,13 +31,15 @@ from bot.dispatcher import build_dispatcher
 from bot.doctor import doctor, settings_failed
 from bot.ingest_token import ensure_ingest_token
 from bot.logging import configure_logging
-from bot.polling import supervise_polling
+from bot.polling import TelegramPolling
 from bot.render import Renderer
 from bot.scheduler import build_scheduler
 from bot.settings import Settings, SettingsError, load_settings
+from bot.webhook import WebhookUpdates, register_webhook
 from handlers.http import api, health, ingress, metrics
+from handlers.http import telegram as telegram_webhook
 from handlers.http import wecom as wecom_callback
-from handlers.http.common import DEPS, MAX_BODY_BYTES, HttpDeps
+from handlers.http.common import DEPS, MAX_BODY_BYTES, HttpDeps, Lifecycle
 from handlers.http.middleware import error_middleware
 from handlers.jobs import Jobs
 from services.ai import AIAdvisor
@@ -52,6 +54,7 @@ from services.execution import ExecutionService
 from services.executors import DryRunExecutor, SubprocessExecutor
 from services.failures import FailureNotifier
 from services.gitops import GitOpsClient, GitOpsReviewer
+from services.inbox import UpdateInbox
 from services.incidents import IncidentService
 from services.investigation import HttpUpstream, KubectlAccess, PastIncidents, Toolbox
 from services.knowledge import KnowledgeService
@@ -97,6 +100,7 @@ def build_app(
     app.add_routes(health.routes)
     app.add_routes(metrics.routes)
     app.add_routes(wecom_callback.routes)
+    app.add_routes(telegram_webhook.routes)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         async with _running(app, settings, clock, console, scheduler):
@@ -194,7 +198,7 @@ async def _running(
     learning = LearningService(knowledge)
     incidents = IncidentService(
         db, notifier, clock, analysis_wakeup, learning, postmortem_after=timedelta(minutes=settings.postmortem_min_minutes),
-        routes=routes,
+        routes=routes, metrics=counters,
     )
     failures = FailureNotifier(
         db, notifier, advisor, clock, targets=settings.failure_notify_targets, channels=[g.channel for g in gateways],
@@ -204,7 +208,7 @@ async def _running(
     # The execution worker listens to the notifier's wake-ups: every approval wakes it.
     execution = ExecutionService(
         db, build_executor(settings), settings.remediation_policy, incidents, learning, failures, notifier, clock,
-        outbox_wakeup, config=settings.execution_config,
+        outbox_wakeup, config=settings.execution_config, metrics=counters,
     )
     # Scheduled work: every replica runs the same schedule; database leases decide who does each occurrence.
     owner = process_owner()
@@ -225,7 +229,7 @@ async def _running(
             db, notifier, roles, clock, after=timedelta(minutes=settings.approval_reminder_minutes),
             escalate_to=report_targets,
         )
-    jobs = Jobs(leases, reports, silences, reminders, postmortems, weekly=settings.weekly_digest)
+    jobs = Jobs(leases, reports, silences, reminders, postmortems, weekly=settings.weekly_digest, metrics=counters)
     app[JOBS] = jobs
     deps = Deps(
         settings=settings,
@@ -252,7 +256,6 @@ async def _running(
         metrics=counters,
         languages=languages,
         ingest_token=token,
-        telegram_state="polling" if bot is not None else "not configured",
     )
     app[FULL_DEPS] = deps
     crypto = settings.wecom_crypto
@@ -264,8 +267,25 @@ async def _running(
             queries=queries, renderer=renderer, clock=clock, silences=silences, reports=reports, postmortems=postmortems,
             languages=languages,
         )
-    app[DEPS] = HttpDeps(db=db, incidents=deps.incidents, queries=queries, ingest_token=token, telegram_state=deps.telegram_state,
-                         metrics=counters, sources=sources, clock=clock)
+    # Telegram: long polling by one process at a time (a database lease), or webhook mode for replicas. Both
+    # judge liveness on the wall clock, whatever clock the rest of the app is given.
+    dp = build_dispatcher(deps) if bot is not None else None
+    polling: TelegramPolling | None = None
+    updates: WebhookUpdates | None = None
+    inbox = UpdateInbox(db, utcnow, owner)
+    if bot is not None and dp is not None and settings.telegram_webhook:
+        updates = WebhookUpdates(inbox, dp, bot)
+        assert settings.telegram_webhook_secret is not None  # checked by Settings
+        app[telegram_webhook.TELEGRAM_WEBHOOK] = telegram_webhook.TelegramWebhookDeps(
+            secret=settings.telegram_webhook_secret.get_secret_value(), inbox=inbox, received=updates.received
+        )
+    elif bot is not None and dp is not None:
+        polling = TelegramPolling(dp, bot, JobLeases(db, utcnow, owner), polling_timeout=settings.telegram_polling_timeout)
+    lifecycle = Lifecycle()
+    app[LIFECYCLE] = lifecycle
+    app[DEPS] = HttpDeps(db=db, incidents=deps.incidents, queries=queries, ingest_token=token,
+                         telegram_state=telegram_state(polling, updates), metrics=counters, sources=sources,
+                         clock=clock, lifecycle=lifecycle)
 
     limits = {
         "telegram": ChannelLimits(settings.chat_rate_per_second, settings.group_rate_per_minute, settings.bot_rate_per_second),
@@ -276,7 +296,8 @@ async def _running(
     }
     senders = [
         OutboxSender(
-            db, gw, queries, Pacer(limits[gw.channel], gw.is_group), clock, max_backoff=settings.outbox_max_backoff_seconds
+            db, gw, queries, Pacer(limits[gw.channel], gw.is_group), clock,
+            max_backoff=settings.outbox_max_backoff_seconds, metrics=counters,
         )
         for gw in gateways
     ]
@@ -285,6 +306,7 @@ async def _running(
             await sender.release_own_claims()
         await analysis.release_own_claims()
         await execution.interrupt_running()  # reported in the thread, never re-run blindly
+        await inbox.release_own_claims()  # Telegram updates stored but not processed: processed now
 
     tasks = [
         asyncio.create_task(analysis.run(), name="analysis"),
@@ -292,14 +314,16 @@ async def _running(
         asyncio.create_task(execution.run(), name="execution"),
     ]
     tasks += [asyncio.create_task(s.run(outbox_wakeup.listener().wait), name=f"outbox-{s.channel}") for s in senders]
-    dp: Dispatcher | None = None
-    if bot is not None:
-        dp = build_dispatcher(deps)
-        tasks.append(
-            asyncio.create_task(
-                supervise_polling(dp, bot, polling_timeout=settings.telegram_polling_timeout), name="telegram-polling"
-            )
-        )
+    if polling is not None:
+        tasks.append(asyncio.create_task(polling.run(), name="telegram-polling"))
+    if updates is not None and bot is not None and dp is not None:
+        assert settings.telegram_webhook_url is not None and settings.telegram_webhook_secret is not None
+        tasks.append(asyncio.create_task(updates.run(), name="telegram-inbox"))
+        tasks.append(asyncio.create_task(
+            register_webhook(dp, bot, url=settings.telegram_webhook_url,
+                             secret=settings.telegram_webhook_secret.get_secret_value()),
+            name="telegram-webhook",
+        ))
     if telegram is not None:
         tasks.append(asyncio.create_task(telegram.register_commands(), name="telegram-commands"))
     scheduler = build_scheduler(settings, jobs)
@@ -312,11 +336,17 @@ async def _running(
     try:
         yield
     finally:
+        # Draining (SIGTERM; the HTTP server has stopped accepting and finished its requests by now): take no
+        # new work, let what is in progress finish and the outbox send what is due, within the grace period.
+        lifecycle.draining = True
         if scheduler.running:
             scheduler.shutdown(wait=False)
-        if dp is not None:
-            with contextlib.suppress(RuntimeError):  # polling had already stopped
-                await dp.stop_polling()
+        try:
+            if polling is not None:
+                await polling.stop()
+            await drain(settings.shutdown_grace_seconds, updates, analysis, execution, senders)
+        except Exception:  # stopping goes on whatever happens: the next start picks up what is left
+            log.exception("drain_failed")
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -332,6 +362,33 @@ async def _running(
             await bot.session.close()
         await db.dispose()
         log.info("stopped")
+
+
+def telegram_state(polling: TelegramPolling | None, updates: WebhookUpdates | None) -> Callable[[], str]:
+    """What /healthz says about Telegram, read when asked (polling may be standing by)."""
+    if polling is not None:
+        return lambda: polling.state
+    return lambda: "webhook" if updates is not None else "not configured"
+
+
+async def drain(
+    grace: float, updates: WebhookUpdates | None, analysis: AnalysisService, execution: ExecutionService,
+    senders: list[OutboxSender],
+) -> None:
+    """Shutting down: finish the Telegram updates, analyses and executions in progress, then flush the outbox
+    (its senders still running), all within ``grace`` seconds; what is left is picked up at the next start or
+    by another replica, and a command still running is reported interrupted."""
+    deadline = asyncio.get_running_loop().time() + grace
+
+    def left() -> float:
+        return max(0.0, deadline - asyncio.get_running_loop().time())
+
+    started = asyncio.get_running_loop().time()
+    if updates is not None:
+        await updates.drain(left())
+    await asyncio.gather(analysis.drain(left()), execution.drain(left()))
+    flushed = all(await asyncio.gather(*(sender.flush(left()) for sender in senders)))
+    log.info("drained", seconds=round(asyncio.get_running_loop().time() - started, 2), outbox_flushed=flushed)
 
 
 @dataclass(frozen=True)
@@ -358,6 +415,7 @@ async def invalid_robots(db: Database, settings: Settings) -> list[str]:
 
 
 BANNER: web.AppKey[Banner] = web.AppKey("banner", Banner)
+LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle", Lifecycle)
 JOBS: web.AppKey[Jobs] = web.AppKey("jobs", Jobs)
 SCHEDULER: web.AppKey[AsyncIOScheduler] = web.AppKey("scheduler", AsyncIOScheduler)
 
@@ -368,16 +426,17 @@ def banner_text(settings: Settings, banner: Banner, base_url: str) -> str:
     elif not settings.telegram_enabled:
         telegram = "not configured: cards are written to this console (set ALERTPILOT_TELEGRAM_TOKEN)"
     elif settings.telegram_chat_id is None:
-        telegram = ("configured (long polling), but ALERTPILOT_TELEGRAM_CHAT_ID is not set: cards go to this console;"
-                    " send /start in your group to learn its id")
+        telegram = (f"configured ({telegram_mode_text(settings)}), but ALERTPILOT_TELEGRAM_CHAT_ID is not set: cards go "
+                    "to this console; send /start in your group to learn its id")
     else:
-        telegram = f"configured (long polling), cards go to chat {settings.telegram_chat_id}"
+        telegram = f"configured ({telegram_mode_text(settings)}), cards go to chat {settings.telegram_chat_id}"
     origin = "generated and stored in the database" if banner.token_generated else "from ALERTPILOT_INGEST_TOKEN"
     return "\n".join(
         [
             "alertpilot is running",
-            f"  listening on   {base_url}  (POST /webhooks/alertmanager|grafana|generic · GET /api/incidents · GET /healthz"
-            f"{' · POST /wecom/callback' if settings.wecom_crypto is not None else ''})",
+            f"  listening on   {base_url}  (POST /webhooks/alertmanager|grafana|generic · GET /api/incidents · GET /healthz /readyz /metrics"
+            f"{' · POST /wecom/callback' if settings.wecom_crypto is not None else ''}"
+            f"{' · POST /telegram/webhook' if settings.telegram_webhook else ''})",
             f"  database       {settings.database_url_display}",
             f"  ingest token   {banner.token}  ({origin}){sources_text(settings)}",
             *([f"  routes         {routes_text(settings)}"] if settings.routes else []),
@@ -390,6 +449,12 @@ def banner_text(settings: Settings, banner: Banner, base_url: str) -> str:
             *(f"  ⚠ {problem}" for problem in banner.problems),
         ]
     )
+
+
+def telegram_mode_text(settings: Settings) -> str:
+    if settings.telegram_webhook:
+        return f"webhook {settings.telegram_webhook_url} → POST /telegram/webhook, secret token checked"
+    return "long polling, one process at a time"
 
 
 def wecom_text(settings: Settings) -> str:
@@ -611,7 +676,9 @@ async def serve(settings: Settings) -> int:
         print(f"alertpilot: {problem}", file=sys.stderr)
         return 2
     app = build_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # SIGTERM: the listener closes, requests in progress get part of the grace period, then _running drains
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           shutdown_timeout=min(10.0, settings.shutdown_grace_seconds))
     await runner.setup()
     try:
         try:
@@ -627,6 +694,8 @@ async def serve(settings: Settings) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
+        app[LIFECYCLE].draining = True  # GET /readyz answers 503 from now on
+        log.info("stopping", grace_seconds=settings.shutdown_grace_seconds)
         return 0
     finally:
         await runner.cleanup()

@@ -50,7 +50,6 @@ class Deps:
     metrics: Metrics
     languages: ChatLanguages
     ingest_token: str
-    telegram_state: str  # "polling" | "not configured"
 
     def workflow_data(self) -> dict[str, Any]:
         """What aiogram hands to handlers by parameter name."""

@@ -366,7 +366,8 @@ async def bot_call(http: httpx.AsyncClient, base: str, token: str, method: str, 
 
 
 async def check_telegram(settings: Settings, http: httpx.AsyncClient) -> list[Check]:
-    """Token (getMe), the card chat (getChat, getChatMember for the bot itself), no webhook (alertpilot polls)."""
+    """Token (getMe), the card chat (getChat, getChatMember for the bot itself), the webhook (none when polling;
+    ours in webhook mode)."""
     if settings.telegram_token is None:
         return [skipped("telegram", "ALERTPILOT_TELEGRAM_TOKEN not set")]
     token, base = settings.telegram_token.get_secret_value(), settings.telegram_api_base
@@ -386,7 +387,7 @@ async def check_telegram(settings: Settings, http: httpx.AsyncClient) -> list[Ch
     username = str(bot.get("username") or "your_bot")
     rows = [ok("telegram token", f"valid: @{username} (id {bot.get('id')})")]
     rows.append(await _telegram_chat(http, settings, token, bot, username))
-    rows.append(await _telegram_webhook(http, base, token))
+    rows.append(await _telegram_webhook(http, settings, token))
     return rows
 
 
@@ -436,18 +437,35 @@ async def _telegram_chat(
     return ok(name, f"{where}: @{username} is {role} and can send")
 
 
-async def _telegram_webhook(http: httpx.AsyncClient, base: str, token: str) -> Check:
-    name = "telegram webhook"
+async def _telegram_webhook(http: httpx.AsyncClient, settings: Settings, token: str) -> Check:
+    """Polling: no webhook (polling removes one at start-up, so one set means another deployment uses this bot).
+    Webhook mode: Telegram has our URL (set at start-up) and its last delivery did not fail."""
+    name, base = "telegram webhook", settings.telegram_api_base
     info = await bot_call(http, base, token, "getWebhookInfo")
     if not info.ok:
         return fail(name, f"getWebhookInfo answered {info.status}: {info.description}",
                     f"check that this host reaches {base}")
-    url = str((info.result or {}).get("url") or "") if isinstance(info.result, dict) else ""
-    if url:
-        parts = urlsplit(url)
-        return fail(name, f"a webhook is set ({parts.scheme}://{parts.hostname}/…): Telegram then delivers no "
-                          "updates to long polling", f"delete it (alertpilot polls): {base}/bot<token>/deleteWebhook")
-    return ok(name, "none set: alertpilot polls")
+    result = info.result if isinstance(info.result, dict) else {}
+    url = str(result.get("url") or "")
+    shown = f"{urlsplit(url).scheme}://{urlsplit(url).hostname}/…" if url else ""
+    if not settings.telegram_webhook:
+        if url:
+            return warn(name, f"a webhook is set ({shown}): long polling removes it at start-up; if another "
+                              "deployment uses this bot in webhook mode, the two take its updates from each other",
+                        "give each deployment its own bot token (or use ALERTPILOT_TELEGRAM_MODE=webhook everywhere)")
+        return ok(name, "none set: alertpilot polls")
+    wanted = settings.telegram_webhook_url or ""
+    if url != wanted:
+        now = f"it is {shown}" if url else "none is set"
+        return warn(name, f"{now}; alertpilot sets {wanted} at start-up",
+                    "start alertpilot (it calls setWebhook), and check the URL is this deployment's public one")
+    error = str(result.get("last_error_message") or "")
+    pending = result.get("pending_update_count", 0)
+    if error:
+        return fail(name, f"Telegram cannot deliver to {wanted}: {error} ({pending} update(s) waiting)",
+                    "the URL must be public https (ports 443, 80, 88, 8443) and reach POST /telegram/webhook on a "
+                    "replica; the secret must be ALERTPILOT_TELEGRAM_WEBHOOK_SECRET")
+    return ok(name, f"set to {wanted}; {pending} update(s) waiting")
 
 
 # --- WeCom ------------------------------------------------------------------------------------------------

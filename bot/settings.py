@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import time
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -67,6 +68,13 @@ class Settings(BaseSettings):
     telegram_chat_id: int | None = None
     telegram_api_base: str = OFFICIAL_TELEGRAM_API
     telegram_polling_timeout: int = Field(default=25, ge=1, le=60)
+    # polling (one process at a time, held by a database lease) or webhook (any number of replicas: Telegram
+    # posts updates to ALERTPILOT_TELEGRAM_WEBHOOK_URL, which must reach POST /telegram/webhook on this app)
+    telegram_mode: Literal["polling", "webhook"] = "polling"
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+    # SIGTERM: stop taking work, then this long at most to finish what is in progress and send what is due
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=600)
 
     # WeCom group robots (send-only): one or more webhook keys; the on-call people @mentioned on new cards.
     wecom_webhook_keys: str = ""
@@ -401,6 +409,47 @@ class Settings(BaseSettings):
         if 0 < len(missing) < len(values):
             raise ValueError(f"GitOps review needs all of {', '.join(values)}; not set: {', '.join(missing)}")
         return self
+
+    @field_validator("telegram_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("https", "http") or not parsed.hostname:
+            raise ValueError(f"not an https URL: {value[:80]!r} (the public address Telegram posts updates to, "
+                             "e.g. https://alertpilot.example.com/telegram/webhook)")
+        return value
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()):
+            raise ValueError("Telegram accepts 1-256 characters A-Z, a-z, 0-9, _ and - as a webhook secret "
+                             "(e.g. the output of `openssl rand -hex 32`)")
+        return value
+
+    @model_validator(mode="after")
+    def _telegram_webhook_complete(self) -> Settings:
+        if self.telegram_mode != "webhook":
+            return self
+        missing = [name for name, value in (
+            ("ALERTPILOT_TELEGRAM_TOKEN", self.telegram_token),
+            ("ALERTPILOT_TELEGRAM_WEBHOOK_URL", self.telegram_webhook_url),
+            ("ALERTPILOT_TELEGRAM_WEBHOOK_SECRET", self.telegram_webhook_secret),
+        ) if value is None]
+        if missing:
+            raise ValueError(f"ALERTPILOT_TELEGRAM_MODE=webhook needs {', '.join(missing)}")
+        if self.telegram_api_base == OFFICIAL_TELEGRAM_API and urlsplit(self.telegram_webhook_url or "").scheme != "https":
+            raise ValueError("ALERTPILOT_TELEGRAM_WEBHOOK_URL: Telegram posts only to https URLs (ports 443, 80, 88 "
+                             "or 8443); http works only with a local Bot API server (ALERTPILOT_TELEGRAM_API_BASE)")
+        return self
+
+    @property
+    def telegram_webhook(self) -> bool:
+        return self.telegram_token is not None and self.telegram_mode == "webhook"
 
     @model_validator(mode="after")
     def _wecom_bot_complete(self) -> Settings:

@@ -74,6 +74,7 @@ class AnalysisService:
         self._owner = owner or f"analysis-{uuid.uuid4().hex[:8]}"
         self._poll = poll_seconds
         self._in_flight: dict[int, asyncio.Task[bool]] = {}
+        self._draining = False
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -100,9 +101,17 @@ class AnalysisService:
                     task.cancel()
                 await asyncio.gather(*in_flight, return_exceptions=True)
 
+    async def drain(self, timeout: float) -> None:
+        """Shutting down (SIGTERM): start nothing new and give the analyses in progress ``timeout`` seconds to
+        finish; what is left when run() is cancelled is redone by the next start or another replica."""
+        self._draining = True
+        if self._in_flight:
+            log.info("analysis_draining", in_flight=len(self._in_flight))
+            await asyncio.wait(list(self._in_flight.values()), timeout=timeout)
+
     async def _start_waiting(self) -> None:
         free = CONCURRENCY - len(self._in_flight)
-        if free <= 0:
+        if free <= 0 or self._draining:
             return
         async with self._db.read() as tx:
             waiting = await tx.incidents.awaiting_analysis(

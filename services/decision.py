@@ -273,6 +273,7 @@ class DecisionService:
             )
         )
         self._metrics.inc("alertpilot_decisions_total", source=draft.source, fallback_reason=reason or "none")
+        self._metrics.observe("alertpilot_decision_latency_seconds", time.monotonic() - started, source=draft.source)
         log.info("decided", incident_id=facts.incident_id, source=draft.source, fallback_reason=reason, latency_ms=latency_ms)
         return DecisionResult(draft=draft, fallback_reason=reason, latency_ms=latency_ms, records=records)
 

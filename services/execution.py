@@ -42,6 +42,7 @@ from services.executors import Failure, FailureKind, classify
 from services.failures import FailureNotifier
 from services.incidents import IncidentService, incident_ref
 from services.learning import LearningService
+from services.metrics import Metrics
 from services.notify import Notifier, Wakeup
 from services.phrases import N_, phrase
 from services.policy import RemediationPolicy
@@ -147,14 +148,19 @@ class ExecutionService:
         owner: str | None = None,
         poll_seconds: float = 2.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: Metrics | None = None,
     ) -> None:
+        """``metrics``: where finished executions are counted by result (alertpilot_executions_total; None: a
+        private one)."""
         self._db, self._executor, self._policy, self._incidents = db, executor, policy, incidents
         self._learning, self._failures, self._notify, self._now = learning, failures, notifier, clock
+        self._metrics = metrics if metrics is not None else Metrics()
         self._listener = wakeup.listener()
         self.config = config
         self._owner = owner or f"exec-{uuid.uuid4().hex[:8]}"
         self._poll, self._sleep = poll_seconds, sleep
         self._in_flight: dict[int, asyncio.Task[bool]] = {}
+        self._draining = False
 
     @property
     def dry_run(self) -> bool:
@@ -182,9 +188,17 @@ class ExecutionService:
                 task.cancel()
             await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
 
+    async def drain(self, timeout: float) -> None:
+        """Shutting down (SIGTERM): start nothing new and give the executions in progress ``timeout`` seconds to
+        finish; what is still running when run() is cancelled is killed, and reported interrupted at the next start."""
+        self._draining = True
+        if self._in_flight:
+            log.info("execution_draining", in_flight=len(self._in_flight))
+            await asyncio.wait(list(self._in_flight.values()), timeout=timeout)
+
     async def _start_waiting(self) -> None:
         free = CONCURRENCY - len(self._in_flight)
-        if free <= 0:
+        if free <= 0 or self._draining:
             return
         async with self._db.read() as tx:
             waiting = await tx.proposals.approved_waiting(limit=CONCURRENCY + len(self._in_flight))
@@ -225,6 +239,7 @@ class ExecutionService:
                 return 0
         now = self._now()
         count = 0
+        interrupted: list[bool] = []
         async with self._db.write() as tx:
             for execution in await tx.executions.running(stale_before=stale_before):
                 assert execution.id is not None
@@ -242,6 +257,9 @@ class ExecutionService:
                     now, dedup_key=f"interrupted:{execution.id}",
                 )
                 count += 1
+                interrupted.append(execution.dry_run)
+        for dry_run in interrupted:  # counted once the transaction holds
+            self._count(ExecutionState.INTERRUPTED, dry_run)
         if count:
             self._notify.wake()
             log.warning("executions_interrupted", count=count)
@@ -501,10 +519,14 @@ class ExecutionService:
                 await self._incidents.resolve(tx, run.incident_id, now)  # a /run incident ends when its command worked
             await self._notify.card(tx, run.incident_id, now)
         self._notify.wake()
+        self._count(result.state, run.dry_run)
         log.info("execution_finished", incident_id=run.incident_id, state=result.state.value, attempts=run.attempts,
                  dry_run=run.dry_run, seconds=seconds)
         if result.state in (ExecutionState.FAILED, ExecutionState.ROLLED_BACK):
             await self._failures.notify(run.incident_id, run.execution_id)
+
+    def _count(self, state: ExecutionState, dry_run: bool) -> None:
+        self._metrics.inc("alertpilot_executions_total", result=state.value, dry_run="true" if dry_run else "false")
 
 
 def commands_context(commands: list[str]) -> dict[str, object]:

@@ -13,6 +13,7 @@ import structlog
 
 from services.ingest_model import AlertBatch, IncomingAlert, IngestResult
 from services.matchers import first_match
+from services.metrics import Metrics
 from services.notify import Notifier, Wakeup
 from services.routing import Route, route_for, stored_chats
 from storage.clock import Clock
@@ -76,11 +77,14 @@ class IncidentService:
         *,
         postmortem_after: timedelta | None = None,
         routes: Sequence[Route] = (),
+        metrics: Metrics | None = None,
     ) -> None:
         """``postmortem_after``: an incident that lasted at least this long gets an automatic postmortem when
         it resolves (None: never). ``routes``: the chats of incidents whose source has none of its own
-        (services/routing.py; no match: the default card chats)."""
+        (services/routing.py; no match: the default card chats). ``metrics``: where stored alerts are counted
+        (alertpilot_alerts_received_total, …_deduplicated_total; None: a private, unexported one)."""
         self._routes = tuple(routes)
+        self._metrics = metrics if metrics is not None else Metrics()
         self._db, self._notify, self._now, self._analysis_wakeup = db, notifier, clock, analysis_wakeup
         self._learning, self._postmortem_after = learning, postmortem_after
 
@@ -95,6 +99,8 @@ class IncidentService:
                 if attempt == WRITE_ATTEMPTS:
                     raise
                 log.info("ingest_conflict_retry", attempt=attempt, group_key=batch.group_key)
+        self._metrics.inc("alertpilot_alerts_received_total", result.accepted, kind=batch.source)
+        self._metrics.inc("alertpilot_alerts_deduplicated_total", result.repeats, kind=batch.source)
         if result.incidents_opened or result.incidents_resolved or result.new_alerts or result.resolved_alerts:
             self._notify.wake()  # something was queued for the chat (pure repeats queue nothing)
         if result.incidents_opened:

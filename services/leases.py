@@ -21,6 +21,7 @@ import structlog
 from storage.clock import Clock
 from storage.db import Database
 from storage.repos import Tx
+from storage.tables import Lease
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +33,21 @@ class LeaseLost(Exception):
 def process_owner() -> str:
     """This process's name in leases and claims: host, pid and a random part (a restarted pid differs)."""
     return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def holder_gone(owner: str) -> bool:
+    """True when ``owner`` (another process's process_owner()) ran on this host and its pid runs no more.
+    False when unknown (another host; a pid reused): such a lease expires instead."""
+    parts = owner.rsplit("-", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname()[:40] or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError):
+        return False  # alive (someone else's), or not a pid
+    return False
 
 
 class JobLeases:
@@ -51,6 +67,16 @@ class JobLeases:
     async def release(self, name: str) -> None:
         async with self._db.write() as tx:
             await tx.leases.release(name, self.owner, self._now())
+
+    async def take_over(self, name: str, holder: str, ttl: timedelta) -> bool:
+        """Take a lease from ``holder`` before it expires (it is known to be gone); False if it changed hands."""
+        now = self._now()
+        async with self._db.write() as tx:
+            return await tx.leases.take_over(name, holder, self.owner, now, now + ttl)
+
+    async def get(self, name: str) -> Lease | None:
+        async with self._db.read() as tx:
+            return await tx.leases.get(name)
 
     async def is_done(self, name: str) -> bool:
         async with self._db.read() as tx:

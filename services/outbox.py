@@ -1,6 +1,9 @@
 """The one sender: delivers outbox rows of one channel through its ChatGateway (DESIGN §6).
 
 - rows of one incident in one chat go in id order: a reply never overtakes the card it threads under;
+- and a chat reads in id order across incidents too: one row per chat at a time, and while a row of the chat
+  waits for its retry (5xx, timeout, 429) the chat's younger rows wait behind it, so after an outage the
+  backlog arrives in the order the events happened rather than in the order each row's backoff ran out;
 - consecutive card rows of an incident coalesce: cards render current state, so one send is enough;
 - pacing per chat, per group and per bot (services.pacing);
 - 429 → retry after ``retry_after``; 5xx, timeouts and network errors → exponential backoff (capped), and
@@ -28,17 +31,31 @@ from services.errors import (
     RateLimited,
     TransientDeliveryError,
 )
+from services.metrics import Metrics
 from services.pacing import Pacer
 from services.ports import ChatGateway
 from services.queries import IncidentQueries
 from storage.clock import Clock
 from storage.db import Database
+from storage.repos import Tx
 from storage.tables import Outbox, OutboxKind, OutboxState
 
 log = structlog.get_logger(__name__)
 
 CLAIM_TTL = timedelta(seconds=120)
 BATCH = 200
+
+
+class SendResult:
+    """A send's result on /metrics (alertpilot_outbox_sends_total{result})."""
+
+    SENT = "sent"
+    TRANSIENT_ERROR = "transient_error"  # 5xx, timeout, network: retried with backoff
+    RATE_LIMITED = "rate_limited"  # 429: retried after retry_after
+    FAILED = "failed"  # another 4xx, a bug, or the last allowed attempt: given up
+
+
+SEND_RESULTS = (SendResult.SENT, SendResult.TRANSIENT_ERROR, SendResult.RATE_LIMITED, SendResult.FAILED)
 
 
 def fallback_row(row: Outbox, error: str, now: datetime) -> Outbox:
@@ -72,11 +89,17 @@ class OutboxSender:
         poll_seconds: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
         owner: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        """``metrics``: where each send is counted by result (alertpilot_outbox_sends_total; None: a private one)."""
         self._db, self._gw, self._queries, self._pacer, self._now = db, gateway, queries, pacer, clock
         self._max_backoff, self._poll, self._mono = max_backoff, poll_seconds, monotonic
         self._owner = owner or f"{gateway.channel}-{uuid.uuid4().hex[:8]}"
         self.channel = gateway.channel
+        self._retrying: dict[str, set[int]] = {}  # chat → its rows waiting for a retry; younger rows wait too
+        self._metrics = metrics if metrics is not None else Metrics()
+        for result in SEND_RESULTS:  # every series from the start, so rate() sees the first error
+            self._metrics.declare("alertpilot_outbox_sends_total", channel=self.channel, result=result)
 
     async def run(self, wait: Callable[[float], object]) -> None:
         """Deliver forever; ``wait(seconds)`` sleeps until woken or the time passes."""
@@ -90,6 +113,26 @@ class OutboxSender:
                 delay = self._poll
             await wait(max(0.01, min(delay, self._poll)))  # type: ignore[misc]
 
+    async def flush(self, timeout: float) -> bool:
+        """Shutting down (SIGTERM), with run() still delivering: wait until nothing on this channel is due now
+        or being sent (a message that is failing waits for its backoff instead), at most ``timeout`` seconds.
+        True when flushed."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    now = self._now()
+                    async with self._db.read() as tx:  # a 'sending' row of any age counts: let it finish
+                        if not await tx.outbox.due_heads(self.channel, now, now + CLAIM_TTL,
+                                                         skip_chats=tuple(self._retrying), limit=1):
+                            return True
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            log.warning("outbox_flush_incomplete", channel=self.channel, timeout=timeout)
+            return False
+        except Exception as exc:  # the database went away: what is unsent goes after the next start
+            log.warning("outbox_flush_failed", channel=self.channel, error=f"{type(exc).__name__}: {exc}"[:300])
+            return False
+
     async def pump(self) -> float:
         """Deliver what is due now; returns how long until something may be due."""
         paced_wait = self._poll
@@ -97,10 +140,15 @@ class OutboxSender:
             now = self._now()
             held = self._pacer.held_chats(self._mono())
             async with self._db.read() as tx:
+                await self._forget_finished(tx)
                 heads = await tx.outbox.due_heads(self.channel, now, now - CLAIM_TTL, skip_chats=held, limit=BATCH)
             sent_any = False
+            taken: set[str] = set()  # chats that had their row in this pass: the next one is picked when it is done
             for row in heads:
                 assert row.id is not None
+                retrying = self._retrying.get(row.chat_id)
+                if row.chat_id in taken or (retrying and row.id > min(retrying)):
+                    continue  # an older row of this chat goes first (this pass, or when its retry is due)
                 wait = self._pacer.delay(row.chat_id, self._mono())
                 if wait > 0:  # the chat's (or the bot's) budget went on an earlier row of this pass
                     paced_wait = min(paced_wait, wait)
@@ -108,18 +156,34 @@ class OutboxSender:
                 if row.kind == OutboxKind.CARD:
                     async with self._db.write() as tx:
                         await tx.outbox.coalesce(await tx.outbox.card_run_after(row))
+                taken.add(row.chat_id)
                 async with self._db.write() as tx:
                     if not await tx.outbox.claim(row.id, self._owner, self._now(), self._now() - CLAIM_TTL):
                         continue  # another sender has it
-                sent_any = await self._deliver(row) or sent_any
-            if not sent_any or len(heads) < BATCH:
-                break  # a full batch went out: more may be due behind it, look again
+                finished = await self._deliver(row)
+                retrying = self._retrying.setdefault(row.chat_id, set())
+                (retrying.discard if finished else retrying.add)(row.id)
+                if not retrying:
+                    del self._retrying[row.chat_id]
+                sent_any = finished or sent_any
+            if not sent_any:
+                break  # rows went out: the rows behind them may be due now, look again
         async with self._db.read() as tx:
             earliest = await tx.outbox.next_head_due(self.channel, self._now())
         waits = [paced_wait, self._pacer.next_free(self._mono())]
         if earliest is not None:
             waits.append((earliest - self._now()).total_seconds())
         return max(0.0, min(waits))
+
+    async def _forget_finished(self, tx: Tx) -> None:
+        """Stop holding chats back for rows that are done (sent by another replica, say) or gone."""
+        for chat_id, row_ids in list(self._retrying.items()):
+            for row_id in list(row_ids):
+                row = await tx.session.get(Outbox, row_id)
+                if row is None or row.state not in (OutboxState.PENDING, OutboxState.SENDING):
+                    row_ids.discard(row_id)
+            if not row_ids:
+                del self._retrying[chat_id]
 
     async def _deliver(self, row: Outbox) -> bool:
         assert row.id is not None
@@ -128,23 +192,30 @@ class OutboxSender:
         except RateLimited as exc:
             self._pacer.pause(row.chat_id, self._mono() + exc.retry_after)
             if self._last_attempt(row):
+                self._count(SendResult.FAILED)
                 await self._fail(row, f"429: {exc}")
                 return True
+            self._count(SendResult.RATE_LIMITED)
             await self._retry_later(row, exc.retry_after, f"429: {exc}")
             return False
         except TransientDeliveryError as exc:
             if self._last_attempt(row):
+                self._count(SendResult.FAILED)
                 await self._fail(row, str(exc))
                 return True
+            self._count(SendResult.TRANSIENT_ERROR)
             await self._retry_later(row, min(self._max_backoff, 2.0 ** min(row.attempts, 20)), str(exc))
             return False
         except (PermanentDeliveryError, IncidentNotFound) as exc:
+            self._count(SendResult.FAILED)
             await self._fail(row, str(exc))
             return True
         except Exception as exc:  # a bug (template, view): keep the row, say so loudly
+            self._count(SendResult.FAILED)
             log.exception("outbox_send_crashed", channel=self.channel, row_id=row.id)
             await self._fail(row, f"{type(exc).__name__}: {exc}")
             return True
+        self._count(SendResult.SENT)
         async with self._db.write() as tx:
             if row.kind == OutboxKind.CARD and row.incident_id is not None:
                 await tx.refs.set_card(self.channel, row.chat_id, row.incident_id, message_id, self._now())
@@ -181,6 +252,9 @@ class OutboxSender:
                 ref = await tx.refs.card(self.channel, row.chat_id, row.incident_id)
             reply_to = ref.message_id if ref else None
         return await self._gw.send_message(row.chat_id, row.template, row.context, reply_to=reply_to)
+
+    def _count(self, result: str) -> None:
+        self._metrics.inc("alertpilot_outbox_sends_total", channel=self.channel, result=result)
 
     async def _retry_later(self, row: Outbox, seconds: float, error: str) -> None:
         async with self._db.write() as tx:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -15,8 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import StaticPool
 
 from storage import migrate
-from storage.errors import WriteConflict
+from storage.errors import DatabaseUnavailable, WriteConflict
 from storage.repos import Tx
+
+# How long a SQLite write waits for another connection's lock before "database is locked" (answered 503 with
+# Retry-After); ``?timeout=<seconds>`` on the database URL changes it.
+SQLITE_BUSY_TIMEOUT = 30.0
+# What a driver raises, unwrapped by SQLAlchemy, while it connects: the server is down, restarting or refusing.
+# (Once connected, SQLAlchemy wraps driver errors itself, and a pooled connection the server dropped is
+# replaced by pool_pre_ping before use.)
+UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class Database:
@@ -28,18 +38,21 @@ class Database:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
+        busy_timeout = SQLITE_BUSY_TIMEOUT
         if self.is_sqlite:
+            busy_timeout = float(str(parsed.query.get("timeout") or SQLITE_BUSY_TIMEOUT))
             database = parsed.database or ""
             if database in ("", ":memory:"):
                 kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
             else:
                 Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-                kwargs.update(connect_args={"timeout": 30})
+                kwargs.update(connect_args={"timeout": busy_timeout})
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "connect",
+                         functools.partial(_sqlite_pragmas, busy_ms=round(busy_timeout * 1000)))
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
@@ -50,7 +63,8 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:
-        """One transaction; a unique-constraint violation surfaces as WriteConflict (retry it)."""
+        """One transaction; a unique-constraint violation surfaces as WriteConflict (retry it), an unreachable
+        database as DatabaseUnavailable."""
         try:
             if self._write_lock is None:
                 async with self._sessions() as session, session.begin():
@@ -60,23 +74,35 @@ class Database:
                     yield Tx(session)
         except IntegrityError as exc:
             raise WriteConflict(str(exc.orig)) from exc
+        except UNREACHABLE as exc:
+            raise _unavailable(exc) from exc
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
-        async with self._sessions() as session:
-            yield Tx(session)
+        try:
+            async with self._sessions() as session:
+                yield Tx(session)
+        except UNREACHABLE as exc:
+            raise _unavailable(exc) from exc
 
     async def ping(self) -> None:
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except UNREACHABLE as exc:
+            raise _unavailable(exc) from exc
 
     async def dispose(self) -> None:
         await self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _unavailable(exc: BaseException) -> DatabaseUnavailable:
+    return DatabaseUnavailable(f"database unreachable: {type(exc).__name__}: {exc}")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, busy_ms: int) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=30000")  # first: the pragmas below may wait for another connection
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")  # first: the pragmas below may wait for another connection
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged alert survives a power cut, not only a crash
     cursor.execute("PRAGMA foreign_keys=ON")

@@ -11,3 +11,8 @@ class WriteConflict(Exception):
 
 # Anything else the database driver raises (unreachable, locked, disk full): callers answer "retry later".
 StorageError = SQLAlchemyError
+
+
+class DatabaseUnavailable(SQLAlchemyError):
+    """The database could not be reached (connection refused or reset, server starting up or shutting down):
+    a StorageError, so callers answer "retry later" (503 with Retry-After) rather than 500."""

@@ -64,8 +64,9 @@ async def state(engine: AsyncEngine) -> SchemaState:
         return await conn.run_sync(_state)
 
 
-async def upgrade(engine: AsyncEngine) -> tuple[SchemaState, SchemaState]:
-    """Migrate to this release's schema (nothing when it is there); the state before and after."""
+async def upgrade(engine: AsyncEngine, *, to: str = "head") -> tuple[SchemaState, SchemaState]:
+    """Migrate to this release's schema (nothing when it is there); the state before and after. ``to``: an
+    earlier revision instead (tests of the step from there)."""
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
@@ -74,8 +75,8 @@ async def upgrade(engine: AsyncEngine) -> tuple[SchemaState, SchemaState]:
             # write lock now, so that processes sharing the file migrate one after another, all or nothing.
             await conn.exec_driver_sql("BEGIN IMMEDIATE")
         before = await conn.run_sync(_state)
-        if not before.up_to_date:
-            await conn.run_sync(_upgrade)
+        if before.current != (head() if to == "head" else to):
+            await conn.run_sync(_upgrade, to)
         after = await conn.run_sync(_state)
     if before != after:
         log.info("schema_migrated", before=before.describe(), after=after.describe())
@@ -105,7 +106,7 @@ def _state(conn: Connection) -> SchemaState:
     return SchemaState(current, head(), legacy=current is None and inspect(conn).has_table("incident"))
 
 
-def _upgrade(conn: Connection) -> None:
+def _upgrade(conn: Connection, to: str) -> None:
     cfg = config()
     cfg.attributes["connection"] = conn
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, to)

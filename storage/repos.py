@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,6 +36,7 @@ from storage.tables import (
     Proposal,
     ProposalState,
     Silence,
+    TelegramUpdate,
     TimelineEvent,
 )
 
@@ -623,6 +624,16 @@ class OutboxRepo:
         rows = await self._s.execute(select(Outbox.state, func.count()).group_by(Outbox.state))
         return {state: int(n) for state, n in rows.all()}
 
+    async def pending_by_channel(self) -> dict[str, tuple[int, datetime | None]]:
+        """Per channel: how many rows are not delivered yet (pending or being sent) and when the oldest of them
+        was queued (/metrics)."""
+        rows = await self._s.execute(
+            select(Outbox.channel, func.count(), func.min(Outbox.created_at))
+            .where(Outbox.state.in_([OutboxState.PENDING, OutboxState.SENDING]))  # type: ignore[attr-defined]
+            .group_by(Outbox.channel)
+        )
+        return {channel: (int(n), oldest) for channel, n, oldest in rows.all()}
+
     async def of_incident(self, incident_id: int) -> list[Outbox]:
         rows = await self._s.execute(select(Outbox).where(Outbox.incident_id == incident_id).order_by(Outbox.id))
         return list(rows.scalars())
@@ -870,6 +881,12 @@ class ExecutionRepo:
         rows = await self._s.execute(query.order_by(Execution.id).limit(limit))  # type: ignore[arg-type]
         return list(rows.scalars())
 
+    async def count_running(self) -> int:
+        rows = await self._s.execute(
+            select(func.count()).select_from(Execution).where(Execution.state == ExecutionState.RUNNING)
+        )
+        return int(rows.scalar_one())
+
     async def interrupt(self, execution_id: int, at: datetime, error: str) -> bool:
         result = await self._s.execute(
             update(Execution)
@@ -928,6 +945,15 @@ class LeaseRepo:
         )
         return result.rowcount == 1
 
+    async def take_over(self, name: str, holder: str, owner: str, now: datetime, until: datetime) -> bool:
+        """Take ``name`` from ``holder`` whether or not it expired (the caller knows the holder is gone)."""
+        result = await self._s.execute(
+            update(Lease)
+            .where(Lease.name == name, Lease.owner == holder, Lease.done_at.is_(None))  # type: ignore[union-attr]
+            .values(owner=owner, acquired_at=now, expires_at=until)
+        )
+        return result.rowcount == 1
+
     async def complete(self, name: str, owner: str, now: datetime) -> bool:
         """Mark the occurrence done, if it is still ours (False: it expired and someone else took it)."""
         result = await self._s.execute(
@@ -943,6 +969,81 @@ class LeaseRepo:
 
     async def get(self, name: str) -> Lease | None:
         return (await self._s.execute(select(Lease).where(Lease.name == name))).scalar_one_or_none()
+
+
+class TelegramUpdateRepo:
+    """The webhook's inbox: an update is stored (claimed by its receiver) before it is acknowledged."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def add(self, update_id: int, body: dict[str, Any], owner: str, now: datetime) -> bool:
+        """Store and claim a new update; False when Telegram had posted it before (to any replica)."""
+        try:
+            async with self._s.begin_nested():
+                self._s.add(TelegramUpdate(update_id=update_id, body=body, received_at=now, claimed_by=owner,
+                                           claimed_at=now))
+        except IntegrityError:
+            return False
+        return True
+
+    async def claimable(self, stale_before: datetime, limit: int) -> list[int]:
+        """Updates nobody is processing: never claimed, released, or claimed by a holder that went quiet."""
+        rows = await self._s.execute(
+            select(TelegramUpdate.update_id)
+            .where(TelegramUpdate.done_at.is_(None),  # type: ignore[union-attr]
+                   or_(TelegramUpdate.claimed_at.is_(None), TelegramUpdate.claimed_at < stale_before))  # type: ignore[union-attr,operator]
+            .order_by(TelegramUpdate.update_id)  # type: ignore[arg-type]
+            .limit(limit)
+        )
+        return list(rows.scalars())
+
+    async def claim(self, update_id: int, owner: str, now: datetime, stale_before: datetime) -> dict[str, Any] | None:
+        """Take over an unclaimed or stale update: its body, or None when someone else has it or it is done."""
+        result = await self._s.execute(
+            update(TelegramUpdate)
+            .where(TelegramUpdate.update_id == update_id, TelegramUpdate.done_at.is_(None),  # type: ignore[union-attr]
+                   or_(TelegramUpdate.claimed_at.is_(None), TelegramUpdate.claimed_at < stale_before))  # type: ignore[union-attr,operator]
+            .values(claimed_by=owner, claimed_at=now)
+        )
+        if result.rowcount != 1:
+            return None
+        row = await self._s.get(TelegramUpdate, update_id)
+        return None if row is None else dict(row.body)
+
+    async def finish(self, update_id: int, owner: str, now: datetime, error: str | None = None) -> bool:
+        result = await self._s.execute(
+            update(TelegramUpdate)
+            .where(TelegramUpdate.update_id == update_id, TelegramUpdate.claimed_by == owner,
+                   TelegramUpdate.done_at.is_(None))  # type: ignore[union-attr]
+            .values(done_at=now, error=error)
+        )
+        return result.rowcount == 1
+
+    async def release_claims(self) -> int:
+        """Unfinished updates of a process that died become claimable at once (single-process start-up)."""
+        result = await self._s.execute(
+            update(TelegramUpdate)
+            .where(TelegramUpdate.done_at.is_(None), TelegramUpdate.claimed_by.is_not(None))  # type: ignore[union-attr]
+            .values(claimed_by=None, claimed_at=None)
+        )
+        return int(result.rowcount)
+
+    async def purge_done(self, before: datetime) -> int:
+        result = await self._s.execute(
+            delete(TelegramUpdate).where(TelegramUpdate.done_at < before)  # type: ignore[operator]
+        )
+        return int(result.rowcount)
+
+    async def get(self, update_id: int) -> TelegramUpdate | None:
+        return await self._s.get(TelegramUpdate, update_id)
+
+    async def unfinished(self) -> tuple[int, datetime | None]:
+        """How many stored updates are not processed yet, and when the oldest of them arrived (/metrics)."""
+        row = (await self._s.execute(
+            select(func.count(), func.min(TelegramUpdate.received_at)).where(TelegramUpdate.done_at.is_(None))  # type: ignore[union-attr]
+        )).one()
+        return int(row[0]), row[1]
 
 
 class SilenceRepo:
@@ -1072,6 +1173,7 @@ class Tx:
         self.executions = ExecutionRepo(session)
         self.leases = LeaseRepo(session)
         self.silences = SilenceRepo(session)
+        self.telegram_updates = TelegramUpdateRepo(session)
         self.postmortems = PostmortemRepo(session)
         self.reports = ReportRepo(session)
 

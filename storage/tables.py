@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -395,6 +395,23 @@ class Lease(SQLModel, table=True):
     acquired_at: datetime = ts()
     expires_at: datetime = ts()
     done_at: datetime | None = ts(nullable=True)
+
+
+class TelegramUpdate(SQLModel, table=True):
+    """An update Telegram posted to the webhook: stored before it is acknowledged (so an acknowledged update is
+    never lost), processed in the background by the replica that received it (``claimed_by``), or by any
+    replica once that claim is stale (it died). ``update_id`` is the key: an update Telegram posts again, to
+    this replica or another, is recognised and not processed twice. Done rows are kept a day for that."""
+
+    __table_args__ = (Index("ix_telegramupdate_pending", "done_at", "claimed_at"),)
+
+    update_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    body: dict[str, Any] = json_col()
+    received_at: datetime = ts()
+    claimed_by: str | None = None
+    claimed_at: datetime | None = ts(nullable=True)
+    done_at: datetime | None = ts(nullable=True)
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class Silence(SQLModel, table=True):

@@ -64,6 +64,33 @@ def fixture(name: str) -> dict[str, Any]:
     return json.loads((FIXTURES / "alertmanager" / name).read_text())
 
 
+def alertmanager_payload(alertname: str, alerts: dict[str, str]) -> dict[str, Any]:
+    """An Alertmanager webhook for the group ``alertname`` (one incident): ``alerts`` maps each alert's instance to
+    "firing" or "resolved"; its fingerprint is ``<alertname>-<instance>``."""
+    return {
+        "receiver": "webhook",
+        "status": "firing" if "firing" in alerts.values() else "resolved",
+        "alerts": [
+            {
+                "status": status,
+                "labels": {"alertname": alertname, "instance": instance, "service": "db", "severity": "critical"},
+                "annotations": {"summary": f"{alertname} on {instance}"},
+                "startsAt": "2026-11-24T05:06:48Z",
+                "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-24T05:16:48Z",
+                "fingerprint": f"{alertname}-{instance}",
+            }
+            for instance, status in alerts.items()
+        ],
+        "groupLabels": {"alertname": alertname},
+        "commonLabels": {"alertname": alertname},
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093",
+        "version": "4",
+        "groupKey": f'{{}}:{{alertname="{alertname}"}}',
+        "truncatedAlerts": 0,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,6 +111,7 @@ def app_settings(tmp_path: Path, *, bot_api: str | None = None, chat: bool = Tru
         "group_rate_per_minute": 100000.0,
         "bot_rate_per_second": 1000.0,
         "outbox_max_backoff_seconds": 2.0,
+        "shutdown_grace_seconds": 5.0,  # a test that stops mid-analysis does not wait the production 20 s
     }
     if bot_api is not None:
         values.update(telegram_token=BOT_TOKEN, telegram_api_base=bot_api, telegram_chat_id=CHAT_ID if chat else None)
@@ -192,3 +220,14 @@ class AppProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+    async def sigterm(self, timeout: float = 30.0) -> int:
+        """SIGTERM, as an orchestrator stops it; its exit code once it has drained and exited."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.proc.poll() is None:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"alertpilot did not exit within {timeout}s of SIGTERM")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode

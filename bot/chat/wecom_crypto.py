@@ -88,7 +88,10 @@ class WeComCrypto:
         """Raise WeComCryptoError unless msg_signature signs (timestamp, nonce, encrypt); constant-time."""
         if not all(isinstance(v, str) for v in (msg_signature, timestamp, nonce, encrypt)):
             raise WeComCryptoError("missing or non-string signature parameter")
-        expected = self.signature(timestamp, nonce, encrypt)
+        try:
+            expected = self.signature(timestamp, nonce, encrypt)
+        except UnicodeEncodeError:  # a lone surrogate (a JSON "\\ud800" escape in the body's encrypt)
+            raise WeComCryptoError("signature parameter is not valid Unicode") from None
         if not hmac.compare_digest(expected.encode("ascii"), msg_signature.encode("utf-8", "surrogatepass")):
             raise WeComCryptoError("bad signature")
 

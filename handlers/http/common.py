@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +17,13 @@ from storage.clock import Clock
 from storage.db import Database
 
 
+@dataclass
+class Lifecycle:
+    """Where the process is: ``draining`` from SIGTERM on (GET /readyz answers 503)."""
+
+    draining: bool = False
+
+
 @dataclass(frozen=True)
 class HttpDeps:
     """What the HTTP handlers need; built by the composition root."""
@@ -24,10 +32,11 @@ class HttpDeps:
     incidents: IncidentService
     queries: IncidentQueries
     ingest_token: str  # the read API's token (and the default source's)
-    telegram_state: str
+    telegram_state: Callable[[], str]  # "polling", "standby: …", "webhook", "not configured"
     metrics: Metrics
     sources: tuple[Source, ...]  # who may post alerts: the default source first
     clock: Clock
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
 
 DEPS: web.AppKey[HttpDeps] = web.AppKey("deps", HttpDeps)
@@ -53,3 +62,24 @@ def unauthorized(reason: str = "") -> web.Response:
     else:
         message = "missing or wrong bearer token (Authorization: Bearer <ALERTPILOT_INGEST_TOKEN>)"
     return web.json_response({"error": message}, status=401, headers={"WWW-Authenticate": 'Bearer realm="alertpilot"'})
+
+
+def storable(value: Any) -> bool:
+    """No string in the JSON value (its keys included) holds a NUL or a lone UTF-16 surrogate, which JSON escapes
+    can carry but no database stores and no reply can encode. Iterative: the JSON may nest ~1000 deep."""
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return False
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True

@@ -5,7 +5,6 @@ credentials.py) before its body is parsed; the 2xx goes out only after the alert
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import secrets
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from aiohttp import web
 from handlers.http.common import DEPS, MAX_BODY_BYTES, error, unauthorized
 from services.errors import InvalidPayload
 from services.ingest_model import AlertBatch
+from services.metrics import Metrics
 from services.sources.alertmanager import parse_alertmanager
 from services.sources.credentials import (
     MAX_SKEW_SECONDS,
@@ -26,11 +26,13 @@ from services.sources.credentials import (
 )
 from services.sources.generic import GENERIC_SCHEMA, parse_generic
 from services.sources.grafana import parse_grafana
+from storage.errors import StorageError, WriteConflict
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 
 Parser = Callable[[object], list[AlertBatch]]
+RAISED_REASONS = {413: "too_large", 400: "bad_json"}  # what a refusal raised before authentication or parsing means
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -65,7 +67,7 @@ def credentials_of(request: web.Request) -> Credentials:
     elif scheme.lower() == "basic" and given.strip():
         try:
             user, colon, password = base64.b64decode(given.strip(), validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (binascii.Error), not UTF-8, or non-ASCII characters in the header
             user, colon, password = "", "", ""
         if colon:
             basic = (user, password)
@@ -80,6 +82,20 @@ def credentials_of(request: web.Request) -> Credentials:
 
 
 async def ingest(request: web.Request, kind: str, parse: Parser) -> web.Response:
+    """Count every refusal on /metrics by reason (alertpilot_alerts_rejected_total); the alerts taken are
+    counted where they are stored (IncidentService.ingest)."""
+    metrics = request.app[DEPS].metrics
+    try:
+        return await _ingest(request, kind, parse, metrics)
+    except web.HTTPException as exc:  # read_body's 413, decode_json's 400
+        metrics.inc("alertpilot_alerts_rejected_total", kind=kind, reason=RAISED_REASONS.get(exc.status, "other"))
+        raise
+    except (StorageError, WriteConflict):  # answered 503 by the middleware: the sender retries
+        metrics.inc("alertpilot_alerts_rejected_total", kind=kind, reason="storage")
+        raise
+
+
+async def _ingest(request: web.Request, kind: str, parse: Parser, metrics: Metrics) -> web.Response:
     deps = request.app[DEPS]
     raw = await read_body(request)
     credentials = credentials_of(request)
@@ -88,6 +104,7 @@ async def ingest(request: web.Request, kind: str, parse: Parser) -> web.Response
         source = authenticate(deps.sources, kind, credentials, raw, now=now.timestamp())
     except AuthFailure as exc:
         log.info("ingest_refused", kind=kind, reason=exc.reason, status=exc.status)
+        metrics.inc("alertpilot_alerts_rejected_total", kind=kind, reason="auth" if exc.status == 401 else "forbidden")
         return unauthorized(exc.reason) if exc.status == 401 else error(exc.status, exc.reason)
     if credentials.signature is not None:  # a signature is good once: a replay within the window is refused
         mark = f"{now.isoformat()} {secrets.token_hex(4)}"
@@ -95,6 +112,7 @@ async def ingest(request: web.Request, kind: str, parse: Parser) -> web.Response
             first = await tx.kv.put_if_absent(f"ingest:signature:{source.name}:{credentials.signature[:80]}", mark) == mark
         if not first:
             log.info("ingest_refused", kind=kind, source=source.name, reason="replayed")
+            metrics.inc("alertpilot_alerts_rejected_total", kind=kind, reason="replay")
             return unauthorized(f"this signed request was already received (replay); sign each request with a new "
                                 f"timestamp, within {MAX_SKEW_SECONDS // 60} minutes")
     body = decode_json(raw)
@@ -102,6 +120,7 @@ async def ingest(request: web.Request, kind: str, parse: Parser) -> web.Response
         batches = parse(body)
     except InvalidPayload as exc:
         log.info("ingest_rejected", kind=kind, source=source.name, reason=str(exc))
+        metrics.inc("alertpilot_alerts_rejected_total", kind=kind, reason="invalid")
         return error(400, str(exc), field=exc.field)
     accepted = new = repeats = resolved = 0
     incidents: list[int] = []

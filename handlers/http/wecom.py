@@ -29,7 +29,7 @@ from bot.chat.wecom_crypto import WeComCrypto, WeComCryptoError
 from bot.chat.wecom_streams import WeComStreams
 from bot.render import Renderer
 from bot.wecom_cards import card_reply, incident_of_task, markdown_reply, outcome_note, update_reply
-from handlers.http.common import error
+from handlers.http.common import error, storable
 from services.actions import ActionResult, Actor, Outcome
 from services.approvals import ApprovalService
 from services.assistant import AssistantService
@@ -108,6 +108,8 @@ async def on_wecom_callback(request: web.Request) -> web.StreamResponse:
         body = json.loads(await request.read())
     except ValueError:
         return error(400, "the body is not JSON")
+    except RecursionError:
+        return error(400, "the body is not JSON: nested too deeply")
     encrypt = body.get("encrypt") if isinstance(body, dict) else None
     if not isinstance(encrypt, str) or not encrypt:
         return error(400, "the body has no encrypt field")
@@ -120,8 +122,12 @@ async def on_wecom_callback(request: web.Request) -> web.StreamResponse:
         return error(403, "signature, timestamp or payload does not verify")
     except ValueError:
         return error(400, "the decrypted message is not JSON")
+    except RecursionError:
+        return error(400, "the decrypted message is not JSON: nested too deeply")
     if not isinstance(message, dict) or not isinstance(message.get("msgid"), str):
         return error(400, "the decrypted message has no msgid")
+    if not storable(message):
+        return error(400, "the decrypted message has a NUL character or a lone surrogate (\\u0000, \\ud800)")
     mark = f"{now.isoformat()} {secrets.token_hex(4)}"
     async with deps.db.write() as tx:
         first = await tx.kv.put_if_absent(f"wecom:msgid:{message['msgid'][:128]}", mark) == mark

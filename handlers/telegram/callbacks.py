@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import structlog
 from aiogram import Router
+from aiogram.exceptions import TelegramAPIError
 from aiogram.types import CallbackQuery
 
 from bot.callbacks import IncidentCb
@@ -20,6 +22,7 @@ from services.incidents import incident_ref
 from services.ports import CardAction
 from services.silences import SilenceService
 
+log = structlog.get_logger(__name__)
 ANSWER_WITHIN_SECONDS = 3.0  # Telegram drops an unanswered press after ~15 s; answer well before
 
 
@@ -34,7 +37,7 @@ async def on_card_button_clicked(
     renderer: Renderer,
 ) -> None:
     if query.message is None:  # Telegram no longer says where the card is
-        await query.answer(_toast(renderer, {"outcome": "stale_button", "ref": ""}), show_alert=True)
+        await _answer(query, _toast(renderer, {"outcome": "stale_button", "ref": ""}), show_alert=True)
         return
     actor = actor_of(query.from_user, query.message.chat)
     ref = incident_ref(callback_data.incident_id)
@@ -43,20 +46,29 @@ async def on_card_button_clicked(
         async with asyncio.timeout(ANSWER_WITHIN_SECONDS):  # not wait_for: it can swallow a cancellation
             result = await asyncio.shield(work)
     except IncidentNotFound:
-        await query.answer(_toast(renderer, {"outcome": "not_found", "ref": ref}), show_alert=True)
+        await _answer(query, _toast(renderer, {"outcome": "not_found", "ref": ref}), show_alert=True)
         return
     except TimeoutError:
         # Telegram gives up on an unanswered press after ~15 s: say it arrived; the card shows the result.
-        await query.answer(_toast(renderer, {"outcome": "working", "ref": ref}))
+        await _answer(query, _toast(renderer, {"outcome": "working", "ref": ref}))
         with contextlib.suppress(IncidentNotFound):
             await work
         return
-    await query.answer(_toast(renderer, result_context(result)), show_alert=not result.ok)
+    await _answer(query, _toast(renderer, result_context(result)), show_alert=not result.ok)
+
+
+async def _answer(query: CallbackQuery, text: str, show_alert: bool = False) -> None:
+    """The toast. Telegram refuses it for a press older than ~15 s (processed after a restart, or taken over
+    from a replica that died): the press still counts, and the card and thread show its result."""
+    try:
+        await query.answer(text, show_alert=show_alert)
+    except TelegramAPIError as exc:
+        log.info("callback_answer_refused", error=exc.message)
 
 
 async def on_stale_button_clicked(query: CallbackQuery, renderer: Renderer) -> None:
     """Callback data this version does not know (an older prefix, or garbage): say so, change nothing."""
-    await query.answer(_toast(renderer, {"outcome": "stale_button", "ref": ""}), show_alert=True)
+    await _answer(query, _toast(renderer, {"outcome": "stale_button", "ref": ""}), show_alert=True)
 
 
 async def _dispatch(

@@ -223,7 +223,7 @@ def _identify(sources: Sequence[Source], credentials: Credentials, body: bytes, 
         named = next((s for s in sources if s.name == user and s.token is not None), None)
         # compare even when the name is unknown, so timing does not tell which names exist
         expected = named.token if named is not None else "\x00" * MIN_SECRET
-        if hmac.compare_digest(password.encode(), (expected or "").encode()) and named is not None:
+        if hmac.compare_digest(_raw(password), (expected or "").encode()) and named is not None:
             return named
         raise AuthFailure("wrong user or password (basic auth: <source name>:<token>)")
     given = credentials.bearer if credentials.bearer is not None else credentials.token_header
@@ -231,11 +231,17 @@ def _identify(sources: Sequence[Source], credentials: Credentials, body: bytes, 
         raise AuthFailure("no credentials: send Authorization: Bearer <token> (or a signed request)")
     found = None
     for source in sources:  # every token is compared: no early exit
-        if source.token is not None and hmac.compare_digest(given.encode(), source.token.encode()):
+        if source.token is not None and hmac.compare_digest(_raw(given), source.token.encode()):
             found = source
     if found is None:
         raise AuthFailure("wrong token")
     return found
+
+
+def _raw(given: str) -> bytes:
+    """A presented secret as bytes: header bytes that are not UTF-8 arrive as lone surrogates (aiohttp decodes
+    with surrogateescape) and simply do not match (tokens are ASCII), rather than failing to encode."""
+    return given.encode("utf-8", "surrogatepass")
 
 
 def _signed(sources: Sequence[Source], credentials: Credentials, body: bytes, now: float) -> Source:
@@ -245,7 +251,7 @@ def _signed(sources: Sequence[Source], credentials: Credentials, body: bytes, no
     if source is None:
         raise AuthFailure(f"no source {credentials.source[:40]!r} with an hmac_secret")
     timestamp = credentials.timestamp or ""
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:  # not "²" or "١٢"
         raise AuthFailure("X-Alertpilot-Timestamp: required, unix seconds")
     if abs(now - int(timestamp)) > MAX_SKEW_SECONDS:
         raise AuthFailure(f"X-Alertpilot-Timestamp is more than {MAX_SKEW_SECONDS // 60} minutes off")

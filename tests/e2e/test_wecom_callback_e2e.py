@@ -156,6 +156,30 @@ async def test_callbacks_that_do_not_authenticate_are_refused(tmp_path: Path, cr
         await app.stop()
 
 
+async def test_malformed_callbacks_are_400_with_a_reason(tmp_path: Path, crypto: WeComCrypto) -> None:
+    """Found by fuzzing (tests/http/test_fuzz_inputs.py), each was a 500: JSON nested too deeply (the body, or
+    the decrypted message) and a message whose strings carry a lone surrogate (a JSON "\\ud800" escape),
+    which the database cannot store. A NUL is refused alike (PostgreSQL cannot store it either)."""
+    app = await start(tmp_path)
+    try:
+        query, _ = sealed(crypto, mention("@alertpilot help"))
+        response = await app.http.post("/wecom/callback", params=query, content=b"[" * 100_000)
+        assert response.status_code == 400 and "nested too deeply" in response.json()["error"]
+        for inner, reason in [
+            ("[" * 5000 + "]" * 5000, "nested too deeply"),
+            (json.dumps(mention("@alertpilot help", msgid="\ud800")), "lone surrogate"),
+            (json.dumps(mention("@alertpilot help", userid="zhang\udcffsan")), "lone surrogate"),
+            (json.dumps(mention("@alertpilot help\x00")), "NUL"),
+        ]:
+            ts, nonce, encrypt = str(int(NOW.timestamp())), secrets.token_hex(4), crypto.encrypt(inner)
+            signed = {"msg_signature": crypto.signature(ts, nonce, encrypt), "timestamp": ts, "nonce": nonce}
+            response = await post_callback(app, signed, {"encrypt": encrypt})
+            assert response.status_code == 400 and reason in response.json()["error"], (inner[:80], response.text)
+        assert (await app.http.get("/healthz")).status_code == 200
+    finally:
+        await app.stop()
+
+
 async def test_mention_shows_the_incident_as_a_card_and_a_click_approves_it(
     tmp_path: Path, crypto: WeComCrypto
 ) -> None:

@@ -53,6 +53,27 @@ async def test_ingress_malformed_json_empty_body_and_wrong_shapes_are_400(plain_
     assert (await plain_app.get("/healthz")).status_code == 200  # the server is still up
 
 
+async def test_ingress_odd_credential_headers_are_401_with_a_reason(tmp_path: Path) -> None:
+    """Found by fuzzing (tests/http/test_fuzz_inputs.py), each was a 500: basic auth that is not ASCII, a token
+    header that is not UTF-8, and a signed request's timestamp "²" (a digit to str.isdigit, not to int)."""
+    sources = [{"name": "ci", "kinds": ["generic"], "hmac_secret": "ci-hmac-secret-0123456789"}]
+    app = await start_app(app_settings(tmp_path, sources=json.dumps(sources)))
+    try:
+        body = b'{"title": "Nightly build failed"}'
+        for headers in (
+            {"Authorization": "Basic é".encode()},
+            {"X-Alertpilot-Token": b"\xff"},
+            {"X-Alertpilot-Source": b"ci", "X-Alertpilot-Signature": b"sha256=" + b"0" * 64,
+             "X-Alertpilot-Timestamp": "²".encode()},
+        ):
+            response = await app.http.post("/webhooks/generic", content=body, headers=headers)
+            assert response.status_code == 401, (headers, response.text)
+            assert response.json()["error"]
+        assert (await app.http.get("/healthz")).status_code == 200
+    finally:
+        await app.stop()
+
+
 async def test_ingress_body_over_one_mebibyte_is_413(plain_app: AppUnderTest) -> None:
     payload = copy.deepcopy(fixture("01-firing-one-alert.json"))
     payload["alerts"][0]["annotations"]["description"] = "x" * (1024 * 1024)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, inspect, text
 from sqlmodel import SQLModel
 
 from bot.app import check_database
@@ -37,7 +37,7 @@ async def test_a_new_database_is_exactly_what_the_models_declare(url: str) -> No
     db = Database(url)
     try:
         before, after = await migrate.upgrade(db.engine)
-        assert before.current is None and not before.legacy and after.current == migrate.head() == "0001"
+        assert before.current is None and not before.legacy and after.current == migrate.head() == "0002"
         async with db.engine.connect() as conn:
             assert await conn.run_sync(_differences) == []
         again = await migrate.upgrade(db.engine)  # nothing to do the second time
@@ -83,6 +83,30 @@ async def test_a_database_from_before_migrations_is_adopted_with_its_rows(url: s
         await db.dispose()
 
 
+async def test_a_database_at_the_first_revision_gains_the_telegram_inbox_with_its_rows(url: str) -> None:
+    db = Database(url)
+    now = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+    try:
+        await migrate.upgrade(db.engine, to="0001")
+        async with db.engine.begin() as conn:
+            assert not await conn.run_sync(lambda c: inspect(c).has_table("telegramupdate"))
+        async with db.write() as tx:
+            tx.session.add(Incident(alertname="DiskFull", title="DiskFull", created_at=now, updated_at=now))
+        found = await migrate.state(db.engine)
+        assert found.current == "0001" and not found.up_to_date
+        before, after = await migrate.upgrade(db.engine)
+        assert before.current == "0001" and after.current == "0002"
+        async with db.write() as tx:
+            assert await tx.telegram_updates.add(7, {"update_id": 7}, "me", now)
+            assert not await tx.telegram_updates.add(7, {"update_id": 7}, "other", now)
+        async with db.read() as tx:
+            assert (await tx.session.execute(text("SELECT alertname FROM incident"))).scalars().all() == ["DiskFull"]
+        async with db.engine.connect() as conn:
+            assert await conn.run_sync(_differences) == []
+    finally:
+        await db.dispose()
+
+
 async def test_start_up_refuses_a_database_behind_unless_it_may_migrate(url: str) -> None:
     db = Database(url)
     try:
@@ -113,11 +137,11 @@ def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_db_command_shows_and_upgrades_the_schema(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/cli.db"
     status = _cli(url, "db", "status")
-    assert status.returncode == 1 and "empty; this release: revision 0001 — run `alertpilot db upgrade`" in status.stdout
+    assert status.returncode == 1 and "empty; this release: revision 0002 — run `alertpilot db upgrade`" in status.stdout
     upgraded = _cli(url, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "upgraded from empty to revision 0001" in upgraded.stdout
-    assert "already at revision 0001" in _cli(url, "db", "upgrade").stdout
+    assert "upgraded from empty to revision 0002" in upgraded.stdout
+    assert "already at revision 0002" in _cli(url, "db", "upgrade").stdout
     assert _cli(url, "db", "status").returncode == 0
     wrong = _cli(url, "db", "sideways")
     assert wrong.returncode == 2 and "invalid choice: 'sideways'" in wrong.stderr

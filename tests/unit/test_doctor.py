@@ -274,17 +274,30 @@ async def test_telegram_chat_id_unset_is_a_warning(bot_api: FakeBotAPI, http: ht
     assert not bot_api.calls("getChat")
 
 
-async def test_telegram_webhook_set_fails_without_printing_the_token(
+async def test_telegram_webhook_set_while_polling_warns_without_printing_the_token(
     bot_api: FakeBotAPI, http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     bot_api.webhook_url = f"https://hooks.example.com/telegram/{BOT_TOKEN}"
     config = settings(tmp_path, telegram_token=BOT_TOKEN, telegram_api_base=bot_api.base_url, telegram_chat_id=CHAT_ID)
     checks = await check_telegram(config, http)
     row = by_name(checks)["telegram webhook"]
-    assert row.status is Status.FAIL
-    assert row.fix == f"delete it (alertpilot polls): {bot_api.base_url}/bot<token>/deleteWebhook"
+    assert row.status is Status.WARN and "long polling removes it at start-up" in row.detail
+    assert "own bot token" in row.fix
     text = render_table(checks, secrets=secrets_of(config))
     assert BOT_TOKEN not in text and "hooks.example.com" in text
+
+
+async def test_telegram_webhook_mode_checks_the_url_telegram_has(
+    bot_api: FakeBotAPI, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    url = "https://alertpilot.example.com/telegram/webhook"
+    config = settings(tmp_path, telegram_token=BOT_TOKEN, telegram_api_base=bot_api.base_url, telegram_chat_id=CHAT_ID,
+                      telegram_mode="webhook", telegram_webhook_url=url, telegram_webhook_secret="s3cret")
+    row = by_name(await check_telegram(config, http))["telegram webhook"]
+    assert row.status is Status.WARN and row.detail == f"none is set; alertpilot sets {url} at start-up"
+    bot_api.webhook_url = url
+    row = by_name(await check_telegram(config, http))["telegram webhook"]
+    assert row.status is Status.OK and row.detail.startswith(f"set to {url}; ")
 
 
 async def test_telegram_unset_is_skipped(http: httpx.AsyncClient, tmp_path: Path) -> None:

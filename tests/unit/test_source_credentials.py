@@ -126,6 +126,23 @@ def test_hmac_signature_with_timestamp() -> None:
         assert reason in caught.value.reason and caught.value.status == 401
 
 
+def test_odd_header_values_are_refused_with_a_reason_not_an_exception() -> None:
+    """Found by fuzzing (tests/http/test_fuzz_inputs.py): header bytes that are not UTF-8 reach here as lone
+    surrogates (aiohttp decodes with surrogateescape), and "²" is a digit to str.isdigit but not to int()."""
+    cases = [
+        (Credentials(token_header="\udcff"), "wrong token"),
+        (Credentials(bearer="\udc80abc"), "wrong token"),
+        (Credentials(basic=("default", "\udcff")), "wrong user or password"),
+        (Credentials(source="ci", timestamp="²", signature="sha256=" + "0" * 64), "X-Alertpilot-Timestamp: required"),
+        (Credentials(source="ci", timestamp="١٧٩٠٠٠٠٠٠٠", signature="sha256=" + "0" * 64),
+         "X-Alertpilot-Timestamp: required"),
+    ]
+    for credentials, reason in cases:
+        with pytest.raises(AuthFailure) as caught:
+            authenticate(SOURCES, "generic", credentials, BODY, now=NOW)
+        assert reason in caught.value.reason and caught.value.status == 401
+
+
 def test_the_timestamp_is_signed_too() -> None:
     """Moving an old request's timestamp forward breaks its signature: a replay cannot be refreshed."""
     old = signed(ts=int(NOW) - 3600)

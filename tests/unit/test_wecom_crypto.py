@@ -314,6 +314,16 @@ def test_non_string_inputs_rejected(value: Any) -> None:
         c.open(q["msg_signature"], value, q["nonce"], case["body"]["encrypt"], now=int(q["timestamp"]))
 
 
+def test_lone_surrogate_in_a_signed_field_is_a_crypto_error() -> None:
+    """A JSON body's "encrypt" can carry "\\ud800": refused like any bad signature (found by fuzzing the app)."""
+    q = F["mention_text"]["query"]
+    for encrypt, nonce in (("\ud800", q["nonce"]), (F["mention_text"]["body"]["encrypt"], "\udcff")):
+        with pytest.raises(WeComCryptoError, match="not valid Unicode"):
+            crypto().verify(q["msg_signature"], q["timestamp"], nonce, encrypt)
+        with pytest.raises(WeComCryptoError):
+            crypto().open(q["msg_signature"], q["timestamp"], nonce, encrypt, now=int(q["timestamp"]))
+
+
 def test_length_field_out_of_range_rejected() -> None:
     c = crypto(random_bytes=fixed_random)
     padded = raw_decrypt(c.encrypt("hello"))
