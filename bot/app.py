@@ -54,6 +54,7 @@ from services.execution import ExecutionService
 from services.executors import DryRunExecutor, SubprocessExecutor
 from services.failures import FailureNotifier
 from services.gitops import GitOpsClient, GitOpsReviewer
+from services.housekeeping import Housekeeping
 from services.inbox import UpdateInbox
 from services.incidents import IncidentService
 from services.investigation import HttpUpstream, KubectlAccess, PastIncidents, Toolbox
@@ -229,7 +230,8 @@ async def _running(
             db, notifier, roles, clock, after=timedelta(minutes=settings.approval_reminder_minutes),
             escalate_to=report_targets,
         )
-    jobs = Jobs(leases, reports, silences, reminders, postmortems, weekly=settings.weekly_digest, metrics=counters)
+    jobs = Jobs(leases, reports, silences, reminders, postmortems, weekly=settings.weekly_digest, metrics=counters,
+                housekeeping=Housekeeping(db, clock))
     app[JOBS] = jobs
     deps = Deps(
         settings=settings,

@@ -1,6 +1,6 @@
 """APScheduler wiring (asyncio): cron jobs for the daily report and the Monday digest at the configured local
 time, a start-up catch-up for a report missed while down, and the periodic jobs (silence expiry,
-reminders, postmortems). The jobs themselves are handlers/jobs.py; what runs exactly once is decided by
+reminders, postmortems, housekeeping). The jobs themselves are handlers/jobs.py; what runs exactly once is decided by
 their database leases, not by the scheduler (every replica runs the same schedule)."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ SILENCE_EXPIRY_SECONDS = 30
 REMINDER_SECONDS = 60
 POSTMORTEM_SECONDS = 10
 CATCH_UP_MINUTES = 5
+HOUSEKEEPING_MINUTES = 60
 
 
 def build_scheduler(settings: Settings, jobs: Jobs) -> AsyncIOScheduler:
@@ -41,6 +42,8 @@ def build_scheduler(settings: Settings, jobs: Jobs) -> AsyncIOScheduler:
     if settings.approval_reminder_minutes:
         scheduler.add_job(jobs.approval_reminders, IntervalTrigger(seconds=REMINDER_SECONDS, timezone=tz),
                           id="approval-reminders", name="approval reminders", next_run_time=soon)
+    scheduler.add_job(jobs.housekeeping_due, IntervalTrigger(minutes=HOUSEKEEPING_MINUTES, timezone=tz), id="housekeeping",
+                      name="replay marks older than a day", next_run_time=soon)
     scheduler.add_job(jobs.postmortems_due, IntervalTrigger(seconds=POSTMORTEM_SECONDS, timezone=tz), id="postmortems",
                       name="postmortems", next_run_time=soon)
     return scheduler

@@ -20,7 +20,6 @@ from services.inbox import UpdateInbox
 log = structlog.get_logger(__name__)
 
 SWEEP_SECONDS = 15.0  # how often a replica looks for updates a dead replica left unfinished
-PURGE_EVERY = 240  # sweeps between purges of day-old done updates (about an hour)
 CONCURRENCY = 32  # updates processed at once (aiogram's polling has no limit; one slow answer holds no other)
 
 
@@ -56,17 +55,13 @@ class WebhookUpdates:
             await self._inbox.finish(update_id, error)
 
     async def run(self) -> None:
-        """Take over updates a replica that died left unfinished, and forget day-old ones, until cancelled."""
-        sweeps = 0
+        """Take over updates a replica that died left unfinished, until cancelled."""
         while True:
             try:
                 for update_id, body in await self._inbox.claim_abandoned():
                     self.received(update_id, body)
-                if sweeps % PURGE_EVERY == 0:
-                    await self._inbox.purge()
             except Exception:
                 log.exception("telegram_inbox_sweep_failed")
-            sweeps += 1
             await asyncio.sleep(self._sweep)
 
     async def drain(self, timeout: float) -> None:

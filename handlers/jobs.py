@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 
+from services.housekeeping import Housekeeping
 from services.leases import JobLeases
 from services.metrics import Metrics
 from services.postmortems import PostmortemService
@@ -35,6 +36,7 @@ class Jobs:
     postmortems: PostmortemService
     weekly: bool = True
     metrics: Metrics = field(default_factory=Metrics)
+    housekeeping: Housekeeping | None = None  # None: not scheduled (tests that build Jobs by hand)
 
     async def daily_report(self) -> None:
         await self._logged("daily_report", self.reports.send_due, ReportKind.DAILY)
@@ -55,6 +57,10 @@ class Jobs:
     async def approval_reminders(self) -> None:
         if self.reminders is not None:
             await self._turn("approval_reminders", self.reminders.remind_due)
+
+    async def housekeeping_due(self) -> None:
+        if self.housekeeping is not None:
+            await self._turn("housekeeping", self.housekeeping.purge)
 
     async def postmortems_due(self) -> None:
         await self._turn("postmortems", self.postmortems.send_due)

@@ -4,7 +4,8 @@ An update is stored, claimed by the replica that received it, before Telegram ge
 update is never lost. That replica processes it at once in the background and marks it done. If it dies
 first, the claim goes stale and any replica (or this one, restarted) takes it over; on SQLite, one process
 owns the file and takes back its unfinished updates at start-up. Telegram posting an update again (it did not
-see the 200 in time), to this replica or another, finds its update_id stored and nothing happens twice.
+see the 200 in time), to this replica or another, finds its update_id stored and nothing happens twice. Done
+updates are forgotten after a day (services/housekeeping.py).
 
 Liveness is a matter of wall-clock time, so the inbox is given the real clock even where a test drives the
 rest of the app with its own.
@@ -23,7 +24,6 @@ from storage.db import Database
 log = structlog.get_logger(__name__)
 
 STALE_AFTER = timedelta(minutes=2)  # a claim older than this belongs to a replica that died mid-update
-KEEP_DONE = timedelta(days=1)  # Telegram gives up redelivering long before: the de-duplication window
 
 
 class UpdateInbox:
@@ -63,8 +63,3 @@ class UpdateInbox:
         if released:
             log.info("telegram_updates_released", count=released)
         return released
-
-    async def purge(self) -> int:
-        """Forget updates done more than a day ago (their update_ids can no longer come back)."""
-        async with self._db.write() as tx:
-            return await tx.telegram_updates.purge_done(self._now() - KEEP_DONE)

@@ -639,6 +639,12 @@ class OutboxRepo:
         return list(rows.scalars())
 
 
+def _key_starts_with(prefix: str) -> Any:
+    """keyvalue.key LIKE 'prefix%', with LIKE's wildcards in the prefix taken literally."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return KeyValue.key.like(f"{escaped}%", escape="\\")  # type: ignore[attr-defined]
+
+
 class KeyValueRepo:
     def __init__(self, session: AsyncSession) -> None:
         self._s = session
@@ -649,9 +655,7 @@ class KeyValueRepo:
 
     async def with_prefix(self, prefix: str) -> dict[str, str]:
         """Every key starting with ``prefix`` and its value."""
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = await self._s.execute(select(KeyValue).where(KeyValue.key.like(  # type: ignore[attr-defined]
-            f"{escaped}%", escape="\\")))
+        rows = await self._s.execute(select(KeyValue).where(_key_starts_with(prefix)))
         return {row.key: row.value for row in rows.scalars()}
 
     async def put(self, key: str, value: str) -> None:
@@ -666,6 +670,14 @@ class KeyValueRepo:
                 row = await self._s.get(KeyValue, key)
                 assert row is not None
         row.value = value
+
+    async def delete_marked_before(self, prefix: str, before: datetime) -> int:
+        """Forget the marks under ``prefix`` whose value starts with a timestamp (isoformat, UTC) before
+        ``before``: replay marks outlive their replay window by far after a day."""
+        result = await self._s.execute(
+            delete(KeyValue).where(_key_starts_with(prefix), KeyValue.value < before.isoformat())  # type: ignore[arg-type]
+        )
+        return int(result.rowcount)
 
     async def put_if_absent(self, key: str, value: str) -> str:
         """Store value unless the key exists; return what is stored (the first writer wins)."""

@@ -121,7 +121,7 @@ async def test_the_scheduler_runs_the_jobs_and_catches_up_at_start_up(tmp_path: 
         scheduler = app.app[SCHEDULER]
         jobs = {job.id: job for job in scheduler.get_jobs()}
         assert set(jobs) == {"daily-report", "weekly-digest", "report-catch-up", "silence-expiry", "approval-reminders",
-                             "postmortems"}
+                             "postmortems", "housekeeping"}
         assert str(jobs["daily-report"].trigger.timezone) == "Asia/Taipei"
         assert "hour='8'" in str(jobs["daily-report"].trigger) and "minute='0'" in str(jobs["daily-report"].trigger)
         await eventually(lambda: reports(bot_api), timeout=15)
