@@ -45,8 +45,30 @@ test: $(VENV)/.installed-test alertmanager
 		export ALERTPILOT_DATABASE_URL='$(PG_TEST_URL)'; echo "PostgreSQL tests: $(PG_TEST_URL)"; \
 	fi; $(PY) -m pytest -q
 
+# Issue 9's figures (README "Performance"): ingest throughput and webhook -> sendMessage latency, the alert storm
+# with its chat pacing and RSS trend, memory after 100,000 alerts, and cost growth with the database's size; then
+# one table of the targets, met or missed. Storm and growth run their --quick variants (about 9 min in all)
+# unless BENCH_FULL=1 (the 60 s storm, a 10-minute soak, up to 1,000,000 stored alerts: about 17 min). JSON
+# results go to BENCH_OUT. A failed scenario does not stop the others; the exit status says whether any failed.
+BENCH_OUT ?= $${TMPDIR:-/tmp}/alertpilot-bench
+BENCH_MODE := $(if $(filter 1,$(BENCH_FULL)),,--quick)
+.PHONY: bench-storm bench-growth
 bench: $(VENV)/.installed-test
-	$(PY) bench/ingest.py
+	@mkdir -p "$(BENCH_OUT)"; rc=0; \
+	$(PY) bench/ingest.py --json-out "$(BENCH_OUT)/ingest.json" || rc=1; \
+	$(PY) bench/storm.py $(BENCH_MODE) --json-out "$(BENCH_OUT)/storm.json" || rc=1; \
+	$(PY) bench/growth.py $(BENCH_MODE) --json-out "$(BENCH_OUT)/growth.json" || rc=1; \
+	$(PY) bench/targets.py "$(BENCH_OUT)"; \
+	echo "results: $(BENCH_OUT)"; exit $$rc
+
+# 10,000 alerts from 200 identities in 60 s against fake Telegram/WeCom with the default pacing, a soak at that
+# rate, and RSS after 100,000 alerts (bench/storm.py; BENCH_FULL=1 for the full sizes).
+bench-storm: $(VENV)/.installed-test
+	$(PY) bench/storm.py $(BENCH_MODE)
+
+# Ingest throughput and daily-report time at 10k, 100k (and with BENCH_FULL=1 1M) stored alerts (bench/growth.py).
+bench-growth: $(VENV)/.installed-test
+	$(PY) bench/growth.py $(BENCH_MODE)
 
 # Time to the proposal card per decision source (rules, playbook, AI, hanging and failing AI) and fallback counts.
 .PHONY: bench-decision

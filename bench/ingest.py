@@ -28,10 +28,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import math
 import os
 import platform
+import pstats
 import re
 import shutil
 import signal
@@ -102,7 +104,8 @@ def pct(values: list[float], q: float) -> float | None:
 class AppProcess:
     """One alertpilot process with its own temporary directory (database + log)."""
 
-    def __init__(self, label: str, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, label: str, extra_env: dict[str, str] | None = None, *, profile: bool = False) -> None:
+        """``profile``: run the app under cProfile; its statistics are written to ``<dir>/app.prof`` when it stops."""
         self.dir = Path(tempfile.mkdtemp(prefix=f"apbench-{re.sub(r'[^a-z0-9]+', '-', label.lower())}-"))
         self.port = free_port()
         self.log = self.dir / "app.log"
@@ -120,13 +123,15 @@ class AppProcess:
         )
         env.update(extra_env or {})
         self.env = env
+        self.profile = self.dir / "app.prof" if profile else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
         with self.log.open("ab") as out:
             # cwd = the temporary directory, so a developer's ./.env cannot leak settings into the run
+            prefix = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
             self.proc = subprocess.Popen(
-                [sys.executable, str(BOT_PY)], cwd=self.dir, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                [sys.executable, *prefix, str(BOT_PY)], cwd=self.dir, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + HEALTH_TIMEOUT
@@ -173,8 +178,8 @@ class AppProcess:
 # --------------------------------------------------------------------------- 1. ingest throughput
 
 
-async def run_scenario(sc: Scenario, quick: bool, keep: bool) -> dict[str, Any]:
-    app = AppProcess(sc.name)
+async def run_scenario(sc: Scenario, quick: bool, keep: bool, profile: bool = False) -> dict[str, Any]:
+    app = AppProcess(sc.name, profile=profile)
     result: dict[str, Any] = {"scenario": asdict(sc), "ok": False}
     verify_wait = 10 if quick else 20  # the app stores before it acks: no lag to wait out
     max_seconds = 300 if quick else 600
@@ -217,10 +222,23 @@ async def run_scenario(sc: Scenario, quick: bool, keep: bool) -> dict[str, Any]:
         print(f"  {sc.name}: {result['error']}", file=sys.stderr, flush=True)
     finally:
         app.stop()
+        if app.profile is not None:
+            result["profile_top"] = profile_top(app.profile)
+            print(result["profile_top"], flush=True)
         result["app_log_tail"] = app.tail(1500) if not result.get("ok") else ""
         result["workdir"] = str(app.dir) if keep or not result.get("ok") else None
         app.cleanup(keep or not result.get("ok"))
     return result
+
+
+def profile_top(path: Path, lines: int = 30) -> str:
+    """The app's cProfile statistics (main thread, start-up included), the functions with the most time of their
+    own first: coroutines are counted once per resumption, so their cumulative times say little."""
+    if not path.exists():
+        return f"(no profile at {path}: the app did not exit cleanly)"
+    out = io.StringIO()
+    pstats.Stats(str(path), stream=out).sort_stats("tottime").print_stats(lines)
+    return out.getvalue()
 
 
 # --------------------------------------------------------------------------- 2. webhook -> sendMessage
@@ -402,7 +420,7 @@ async def amain(args: argparse.Namespace) -> int:
         names = {s.strip() for s in args.only.split(",") if s.strip()}
         chosen = [s for s in chosen if s.name in names or s.name.replace(" ", "-") in names]
     started = time.perf_counter()
-    results = [await run_scenario(sc, args.quick, args.keep) for sc in chosen]
+    results = [await run_scenario(sc, args.quick, args.keep, args.profile) for sc in chosen]
     latency = None
     if not args.no_latency:
         n = args.latency_n or (8 if args.quick else 19)
@@ -449,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds between probes (default 3.0, --quick 1.5); below 3 s more than 20 probes "
                         "hit the app's 20 messages/min group pacing")
     p.add_argument("--keep", action="store_true", help="keep every temporary directory (database, app log)")
+    p.add_argument("--profile", action="store_true",
+                   help="run the app under cProfile in the throughput scenarios and print its top functions "
+                        "(slows the app down: the figures are then not comparable)")
     args = p.parse_args(argv)
     if args.latency_n < 0 or args.latency_n > 200 or args.latency_spacing < 0:
         p.error("--latency-n must be 0..200 and --latency-spacing >= 0")

@@ -600,6 +600,70 @@ async def scratch_postgres(url: str) -> tuple[str, Callable[[], Awaitable[None]]
     return base.set(database=name).render_as_string(hide_password=False), drop
 
 
+async def generate(db: Database, *, incidents: int, alerts: int, days: int, tz: ZoneInfo, at: Any, seed: int,
+                   analyze: bool = False) -> tuple[World, datetime, datetime]:
+    """Fill an empty database with ``days`` of generated history (see the module docstring) ending just after
+    the latest daily report time; returns the history, that "now", and the report's fire time."""
+    fired = latest_daily(datetime.now(UTC), at, tz)
+    now = fired + timedelta(minutes=1)  # the report runs just after its time
+    version = ".".join(str(v) for v in db.engine.dialect.server_version_info or ())
+    shown = db.engine.url.render_as_string(hide_password=True)
+    say(f"database: {shown} ({'SQLite' if db.is_sqlite else 'PostgreSQL'} {version})")
+    say(f"generating {days} days of history up to {now.astimezone(tz):%Y-%m-%d %H:%M %Z} "
+        f"({incidents:,} incidents, {alerts:,} alerts, seed {seed}) ...")
+    t0 = time.perf_counter()
+    world = build_world(incidents, alerts, now, days, tz, seed)
+    built = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    async with db.engine.begin() as conn:
+        timings = await load(conn, world, db.is_sqlite)
+    loaded = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    maintenance = ""
+    if db.is_sqlite:
+        async with db.engine.connect() as conn:
+            if analyze:
+                await conn.exec_driver_sql("ANALYZE")
+                maintenance = "ANALYZE, "
+            await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            await conn.commit()
+    else:
+        async with db.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.exec_driver_sql("VACUUM ANALYZE")
+        maintenance = "VACUUM ANALYZE, "
+    after = time.perf_counter() - t0
+    say(f"  built in Python {built:.1f} s; loaded in {loaded:.1f} s ("
+        + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + f"); {maintenance}checkpoint {after:.1f} s")
+    async with db.read() as tx:
+        sizes = {t: (await tx.session.execute(text(f"SELECT count(*) FROM {t}"))).scalar_one()
+                 for t in ("alert", "incident", "proposal", "execution", "knowledgeentry", "playbook", "silence")}
+        if not db.is_sqlite:
+            size = (await tx.session.execute(text("SELECT pg_database_size(current_database())"))).scalar_one()
+    if db.is_sqlite:
+        size = Path(db.engine.url.database or "").stat().st_size
+    say("  rows: " + ", ".join(f"{t} {n:,}" for t, n in sizes.items()) + f"; database {size / 2**20:,.0f} MiB")
+    return world, now, fired
+
+
+def report_service(db: Database, now: datetime, tz: ZoneInfo, at: Any) -> ReportService:
+    """The ReportService the scheduled report uses, on a clock stopped at ``now`` and with no chats."""
+    wakeup = Wakeup()
+    notifier = Notifier((), wakeup)
+    clock = lambda: now  # noqa: E731
+    chat = ChatService(db, IncidentQueries(db), notifier, RoleMap(), clock)
+    return ReportService(db, notifier, chat, JobLeases(db, clock, "bench"), clock, tz=tz, at=at, targets=(),
+                         grace=timedelta(hours=6))
+
+
+def report_periods(now: datetime, fired: datetime, tz: ZoneInfo, at: Any) -> dict[str, Period]:
+    return {
+        "daily": period_of(ReportKind.DAILY, now, tz, fired_at=fired),
+        "7d": period_of(ReportKind.LAST_7_DAYS, now, tz),
+        "weekly": period_of(ReportKind.WEEKLY, now, tz, fired_at=latest_weekly(now, at, tz)),
+    }
+
+
 async def amain(args: argparse.Namespace) -> int:
     tz, at = ZoneInfo(args.timezone), parse_hhmm(args.at)
     url = args.database_url or os.environ.get("ALERTPILOT_DATABASE_URL") or ""
@@ -620,56 +684,10 @@ async def amain(args: argparse.Namespace) -> int:
             say(f"{shown} already has {existing} incidents: give an empty database (the figures would be wrong)")
             return 2
 
-        fired = latest_daily(datetime.now(UTC), at, tz)
-        now = fired + timedelta(minutes=1)  # the report runs just after its time
-        version = ".".join(str(v) for v in db.engine.dialect.server_version_info or ())
-        say(f"database: {shown} ({'SQLite' if db.is_sqlite else 'PostgreSQL'} {version})")
-        say(f"generating {args.days} days of history up to {now.astimezone(tz):%Y-%m-%d %H:%M %Z} "
-            f"({args.incidents:,} incidents, {args.alerts:,} alerts, seed {args.seed}) ...")
-        t0 = time.perf_counter()
-        world = build_world(args.incidents, args.alerts, now, args.days, tz, args.seed)
-        built = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        async with db.engine.begin() as conn:
-            timings = await load(conn, world, db.is_sqlite)
-        loaded = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        maintenance = ""
-        if db.is_sqlite:
-            async with db.engine.connect() as conn:
-                if args.analyze:
-                    await conn.exec_driver_sql("ANALYZE")
-                    maintenance = "ANALYZE, "
-                await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-                await conn.commit()
-        else:
-            async with db.engine.connect() as conn:
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
-                await conn.exec_driver_sql("VACUUM ANALYZE")
-            maintenance = "VACUUM ANALYZE, "
-        after = time.perf_counter() - t0
-        say(f"  built in Python {built:.1f} s; loaded in {loaded:.1f} s ("
-            + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + f"); {maintenance}checkpoint {after:.1f} s")
-        async with db.read() as tx:
-            sizes = {t: (await tx.session.execute(text(f"SELECT count(*) FROM {t}"))).scalar_one()
-                     for t in ("alert", "incident", "proposal", "execution", "knowledgeentry", "playbook", "silence")}
-            if not db.is_sqlite:
-                size = (await tx.session.execute(text("SELECT pg_database_size(current_database())"))).scalar_one()
-        if db.is_sqlite:
-            size = Path(make_url(url).database or "").stat().st_size
-        say("  rows: " + ", ".join(f"{t} {n:,}" for t, n in sizes.items()) + f"; database {size / 2**20:,.0f} MiB")
-
-        wakeup = Wakeup()
-        notifier = Notifier((), wakeup)
-        clock = lambda: now  # noqa: E731
-        chat = ChatService(db, IncidentQueries(db), notifier, RoleMap(), clock)
-        service = ReportService(db, notifier, chat, JobLeases(db, clock, "bench"), clock, tz=tz, at=at, targets=(),
-                                grace=timedelta(hours=6))
-        periods = {
-            "daily": period_of(ReportKind.DAILY, now, tz, fired_at=fired),
-            "7d": period_of(ReportKind.LAST_7_DAYS, now, tz),
-            "weekly": period_of(ReportKind.WEEKLY, now, tz, fired_at=latest_weekly(now, at, tz)),
-        }
+        world, now, fired = await generate(db, incidents=args.incidents, alerts=args.alerts, days=args.days, tz=tz,
+                                           at=at, seed=args.seed, analyze=args.analyze)
+        service = report_service(db, now, tz, at)
+        periods = report_periods(now, fired, tz, at)
 
         say(f"\n=== ReportService.context(period), {args.runs} runs each (seconds are wall time, ms shown)")
         say(f"{'period':<8} {'from (local)':<17} {'to (local)':<17} {'alerts':>8} {'incidents':>9}  "

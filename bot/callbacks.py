@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from aiogram.filters.callback_data import CallbackData
 
 from services.ports import CardAction
@@ -12,3 +14,13 @@ CALLBACK_DATA_LIMIT = 64
 class IncidentCb(CallbackData, prefix="inc1"):
     action: CardAction
     incident_id: int
+
+
+class ListWhat(StrEnum):
+    INCIDENTS = "incidents"
+
+
+class ListCb(CallbackData, prefix="lst1"):
+    """A list asked for from a message's button (the storm digest's "List incidents"): answered like /incidents."""
+
+    what: ListWhat

@@ -13,6 +13,7 @@ from services.incidents import incident_ref
 from services.notify import Notifier
 from services.phrases import phrase
 from services.roles import ALL_NAMESPACES, Role, RoleMap
+from services.storm import FOLDED_REF, UNFOLDED_REF
 from storage.clock import Clock
 from storage.db import Database
 from storage.repos import Tx
@@ -86,6 +87,8 @@ class ApprovalService:
             incident = await tx.incidents.get(incident_id)
             if incident is None:
                 raise IncidentNotFound(ref)
+            # folded into a storm digest in this chat: whoever decides there sees its card and thread again
+            await tx.refs.rename_marker(actor.target.channel, actor.target.chat_id, incident_id, FOLDED_REF, UNFOLDED_REF)
             proposal = await tx.proposals.current(incident_id)
             namespace = action_namespace(incident, proposal)
             if not self._roles.allows(actor.id, Role.APPROVER, namespace=namespace, route=incident.route):

@@ -87,6 +87,8 @@ class Metrics:
         self.counter("alertpilot_outbox_sends_total",
                      "Outbox send attempts by channel and result (sent, transient_error, rate_limited, failed)",
                      ("channel", "result"))
+        self.counter("alertpilot_storm_folded_total",
+                     "First cards an alert storm folded into a digest instead of sending, by channel", ("channel",))
         self.counter("alertpilot_executions_total",
                      "Executions finished, by result (succeeded, failed, rolled_back, interrupted) and dry run",
                      ("result", "dry_run"))

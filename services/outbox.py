@@ -11,7 +11,10 @@
 - a row with ``max_attempts`` (a postmortem) is given up after that many sends, and its ``fallback`` message
   (a short one, with the error) is queued in its place;
 - a card edited in place that no longer exists is sent again as a new card and its ref re-pointed;
-- a row is claimed (compare-and-set) before it is sent, so several senders never send it twice.
+- a row is claimed (compare-and-set) before it is sent, so several senders never send it twice;
+- alert storms (services.storm): a chat with more first cards due than its budget for the next minute allows
+  (and at least STORM_MIN) gets one digest, sent first, and cards for the most severe within the budget; the
+  other first cards are folded, and so are the later cards and thread rows of an incident folded in that chat.
 """
 
 from __future__ import annotations
@@ -35,15 +38,17 @@ from services.metrics import Metrics
 from services.pacing import Pacer
 from services.ports import ChatGateway
 from services.queries import IncidentQueries
+from services.storm import FOLDED_ERROR, FOLDED_REF, STORM_MIN, STORM_TEMPLATE, FirstCard, digest_context, plan_storm
 from storage.clock import Clock
 from storage.db import Database
 from storage.repos import Tx
-from storage.tables import Outbox, OutboxKind, OutboxState
+from storage.tables import Incident, Outbox, OutboxKind, OutboxState
 
 log = structlog.get_logger(__name__)
 
 CLAIM_TTL = timedelta(seconds=120)
 BATCH = 200
+FOLD_ROUNDS = 20  # rounds of folding per pass: each folds the next row of every folded incident
 
 
 class SendResult:
@@ -76,6 +81,10 @@ def fallback_row(row: Outbox, error: str, now: datetime) -> Outbox:
     )
 
 
+def _is_digest(row: Outbox) -> bool:
+    return row.kind == OutboxKind.MESSAGE and row.template == STORM_TEMPLATE
+
+
 class OutboxSender:
     def __init__(
         self,
@@ -97,9 +106,11 @@ class OutboxSender:
         self._owner = owner or f"{gateway.channel}-{uuid.uuid4().hex[:8]}"
         self.channel = gateway.channel
         self._retrying: dict[str, set[int]] = {}  # chat → its rows waiting for a retry; younger rows wait too
+        self._kept: dict[str, set[int]] = {}  # chat → first cards a storm kept: they hold their place in the budget
         self._metrics = metrics if metrics is not None else Metrics()
         for result in SEND_RESULTS:  # every series from the start, so rate() sees the first error
             self._metrics.declare("alertpilot_outbox_sends_total", channel=self.channel, result=result)
+        self._metrics.declare("alertpilot_storm_folded_total", channel=self.channel)
 
     async def run(self, wait: Callable[[float], object]) -> None:
         """Deliver forever; ``wait(seconds)`` sleeps until woken or the time passes."""
@@ -142,6 +153,14 @@ class OutboxSender:
             async with self._db.read() as tx:
                 await self._forget_finished(tx)
                 heads = await tx.outbox.due_heads(self.channel, now, now - CLAIM_TTL, skip_chats=held, limit=BATCH)
+            for _ in range(FOLD_ROUNDS):  # folding makes the rows behind the folded ones heads: look again
+                if not await self._fold_storms(heads):
+                    break
+                async with self._db.read() as tx:
+                    heads = await tx.outbox.due_heads(self.channel, now, now - CLAIM_TTL, skip_chats=held, limit=BATCH)
+            else:
+                heads = []  # still folding (an incident with a long thread): go on at the next pump, send nothing unchecked
+            heads.sort(key=lambda r: (not _is_digest(r), r.id))  # a storm's digest goes before its kept cards
             sent_any = False
             taken: set[str] = set()  # chats that had their row in this pass: the next one is picked when it is done
             for row in heads:
@@ -174,6 +193,72 @@ class OutboxSender:
         if earliest is not None:
             waits.append((earliest - self._now()).total_seconds())
         return max(0.0, min(waits))
+
+    async def _fold_storms(self, heads: list[Outbox]) -> bool:
+        """Fold what an alert storm makes unnecessary (module docstring); True when rows changed."""
+        threaded = [r for r in heads if r.incident_id is not None and r.state == OutboxState.PENDING
+                    and (r.kind == OutboxKind.CARD or r.reply_to_card)]
+        if not threaded:
+            return False
+        async with self._db.read() as tx:
+            kinds = await tx.refs.kinds_in(self.channel, [r.incident_id for r in threaded if r.incident_id])
+        follow: list[int] = []
+        first: dict[str, list[Outbox]] = {}
+        for row in threaded:
+            assert row.id is not None and row.incident_id is not None
+            refs = kinds.get((row.chat_id, row.incident_id), set())
+            if FOLDED_REF in refs and "card" not in refs:
+                follow.append(row.id)
+            elif row.kind == OutboxKind.CARD and not refs and row.chat_id not in self._retrying:
+                first.setdefault(row.chat_id, []).append(row)
+        storms: dict[str, tuple[list[Outbox], int, int]] = {}  # chat → (new first cards, room for them, kept)
+        for chat_id, rows in first.items():
+            kept = self._kept.get(chat_id, set()) & {r.id for r in rows}  # kept cards not sent yet
+            if kept:
+                self._kept[chat_id] = kept
+            else:
+                self._kept.pop(chat_id, None)
+            new = [r for r in rows if r.id not in kept]
+            room = self._pacer.room(chat_id, self._mono()) - len(kept)
+            if new and len(rows) >= STORM_MIN and len(new) > room:  # kept cards count towards a storm's size
+                storms[chat_id] = (new, room, len(kept))
+        if not follow and not storms:
+            return False
+        incidents: dict[int, Incident] = {}
+        if storms:
+            async with self._db.read() as tx:
+                incidents = await tx.incidents.many(r.incident_id for rows, _, _ in storms.values() for r in rows
+                                                    if r.incident_id is not None)
+        now = self._now()
+        async with self._db.write() as tx:
+            changed = await tx.outbox.fold(follow, FOLDED_ERROR) > 0
+            for chat_id, (rows, room, kept_count) in storms.items():
+                cards = [
+                    FirstCard(row.id or 0, i.id or 0, i.severity, i.alertname, i.service, i.created_at)
+                    for row in rows if (i := incidents.get(row.incident_id or 0)) is not None
+                ]
+                plan = plan_storm(cards, room, minimum=STORM_MIN - kept_count)
+                if plan is None:
+                    continue
+                waiting = await tx.outbox.pending_message(self.channel, chat_id, STORM_TEMPLATE)
+                if waiting is None or not await tx.outbox.replace_context(
+                    waiting.id or 0, digest_context(plan, waiting.context)
+                ):  # one digest: a wave while the last is still unsent joins it
+                    await tx.outbox.enqueue(Outbox(
+                        channel=self.channel, chat_id=chat_id, kind=OutboxKind.MESSAGE, template=STORM_TEMPLATE,
+                        context=digest_context(plan), not_before=now, created_at=now,
+                    ))
+                await tx.outbox.fold([c.row_id for c in plan.folded], FOLDED_ERROR)
+                for card in plan.folded:
+                    await tx.refs.add_marker(self.channel, chat_id, card.incident_id, FOLDED_REF, now)
+                self._kept.setdefault(chat_id, set()).update(c.row_id for c in plan.kept)
+                changed = True
+                self._metrics.inc("alertpilot_storm_folded_total", len(plan.folded), channel=self.channel)
+                log.warning("alert_storm_folded", channel=self.channel, chat_id=chat_id, incidents=len(cards),
+                            kept=len(plan.kept), folded=len(plan.folded), room=room)
+        if follow:
+            log.info("outbox_folded_follow_ups", channel=self.channel, rows=len(follow))
+        return changed
 
     async def _forget_finished(self, tx: Tx) -> None:
         """Stop holding chats back for rows that are done (sent by another replica, say) or gone."""

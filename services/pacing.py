@@ -26,6 +26,12 @@ class SlidingWindow:
     def record(self, now: float) -> None:
         self._times.append(now)
 
+    def used(self, now: float) -> int:
+        """Events in the window that ends ``now``."""
+        while self._times and self._times[0] <= now - self.window:
+            self._times.popleft()
+        return len(self._times)
+
 
 class Pacer:
     def __init__(self, limits: ChannelLimits, is_group: Callable[[str], bool]) -> None:
@@ -63,6 +69,15 @@ class Pacer:
         """Seconds until the first held chat may send again (a large number when none is held)."""
         waits = [self.delay(chat, now) for chat in self.held_chats(now)]
         return min(waits, default=3600.0)
+
+    def room(self, chat_id: str, now: float) -> int:
+        """How many messages ``chat_id`` may still send in the next 60 s: its group window's limit less what
+        the last window sent, bounded by the per-chat rate (a chat that is not a group: that rate alone)."""
+        per_chat = int(min(self._limits.per_chat_per_second * 60.0, 1e9))
+        if not self._is_group(chat_id):
+            return max(0, per_chat)
+        group = self._windows(chat_id)[-1]
+        return max(0, min(per_chat, group.limit - group.used(now)))
 
     def record(self, chat_id: str, now: float) -> None:
         for window in self._windows(chat_id):

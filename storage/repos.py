@@ -201,6 +201,13 @@ class IncidentRepo:
         )
         return set(rows.scalars())
 
+    async def many(self, incident_ids: Iterable[int]) -> dict[int, Incident]:
+        ids = list(set(incident_ids))
+        if not ids:
+            return {}
+        rows = await self._s.execute(select(Incident).where(Incident.id.in_(ids)))  # type: ignore[union-attr]
+        return {i.id: i for i in rows.scalars() if i.id is not None}
+
     async def firing(self, limit: int = 500) -> list[Incident]:
         rows = await self._s.execute(
             select(Incident).where(Incident.status == IncidentStatus.FIRING).order_by(Incident.id).limit(limit)  # type: ignore[arg-type]
@@ -473,6 +480,45 @@ class MessageRefRepo:
         await self._s.flush()
 
 
+    async def kinds_in(self, channel: str, incident_ids: Iterable[int]) -> dict[tuple[str, int], set[str]]:
+        """(chat, incident) → the kinds of its refs on ``channel`` ("card", "folded"…), for these incidents."""
+        ids = list(set(incident_ids))
+        if not ids:
+            return {}
+        rows = await self._s.execute(
+            select(MessageRef.chat_id, MessageRef.incident_id, MessageRef.kind).where(
+                MessageRef.channel == channel, MessageRef.incident_id.in_(ids)  # type: ignore[attr-defined]
+            )
+        )
+        kinds: dict[tuple[str, int], set[str]] = {}
+        for chat_id, incident_id, kind in rows.all():
+            kinds.setdefault((chat_id, incident_id), set()).add(kind)
+        return kinds
+
+    async def rename_marker(self, channel: str, chat_id: str, incident_id: int, kind: str, new_kind: str) -> bool:
+        """Turn a marker into another (an incident folded in a chat that someone acted on there: unfolded)."""
+        result = await self._s.execute(
+            update(MessageRef)
+            .where(MessageRef.channel == channel, MessageRef.chat_id == chat_id, MessageRef.incident_id == incident_id,
+                   MessageRef.kind == kind)
+            .values(kind=new_kind)
+        )
+        return result.rowcount == 1
+
+    async def add_marker(self, channel: str, chat_id: str, incident_id: int, kind: str, at: datetime) -> None:
+        """A ref without a message (``message_id`` ""): e.g. the incident was folded into a digest there."""
+        exists = await self._s.execute(
+            select(MessageRef.id).where(
+                MessageRef.channel == channel, MessageRef.chat_id == chat_id,
+                MessageRef.incident_id == incident_id, MessageRef.kind == kind,
+            )
+        )
+        if exists.first() is None:
+            self._s.add(MessageRef(channel=channel, chat_id=chat_id, incident_id=incident_id, message_id="",
+                                   kind=kind, created_at=at))
+            await self._s.flush()
+
+
 class OutboxRepo:
     def __init__(self, session: AsyncSession) -> None:
         self._s = session
@@ -607,6 +653,34 @@ class OutboxRepo:
                 .where(Outbox.id.in_(list(row_ids)), Outbox.state == OutboxState.PENDING)  # type: ignore[union-attr]
                 .values(state=OutboxState.COALESCED)
             )
+
+    async def fold(self, row_ids: Sequence[int], error: str) -> int:
+        """Pending rows set 'folded' (an alert storm's digest speaks for them); how many were."""
+        if not row_ids:
+            return 0
+        result = await self._s.execute(
+            update(Outbox)
+            .where(Outbox.id.in_(list(row_ids)), Outbox.state == OutboxState.PENDING)  # type: ignore[union-attr]
+            .values(state=OutboxState.FOLDED, last_error=error)
+        )
+        return int(result.rowcount)
+
+    async def pending_message(self, channel: str, chat_id: str, template: str) -> Outbox | None:
+        """The newest message row of ``template`` to ``chat_id`` that is waiting (not claimed), if any."""
+        rows = await self._s.execute(
+            select(Outbox).where(
+                Outbox.channel == channel, Outbox.chat_id == chat_id, Outbox.kind == OutboxKind.MESSAGE,
+                Outbox.template == template, Outbox.state == OutboxState.PENDING,
+            ).order_by(Outbox.id.desc()).limit(1)  # type: ignore[union-attr]
+        )
+        return rows.scalar_one_or_none()
+
+    async def replace_context(self, row_id: int, context: dict[str, Any]) -> bool:
+        """A waiting row's context replaced; False when it was claimed (or finished) meanwhile."""
+        result = await self._s.execute(
+            update(Outbox).where(Outbox.id == row_id, Outbox.state == OutboxState.PENDING).values(context=context)
+        )
+        return result.rowcount == 1
 
     async def failed_chats(self, channel: str, error_marker: str) -> set[str]:
         """Chats of ``channel`` where a message failed with ``error_marker`` in its error (a configuration

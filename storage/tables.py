@@ -85,6 +85,7 @@ class OutboxState(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     COALESCED = "coalesced"
+    FOLDED = "folded"  # an incident's card (or thread) in a chat, folded into an alert-storm digest there
 
 
 class OutboxKind(StrEnum):

@@ -19,7 +19,7 @@ from aiogram.exceptions import (
 )
 from aiogram.types import BotCommand, BotCommandScopeChat, LinkPreviewOptions, Message, ReplyParameters
 
-from bot.keyboards import card_keyboard
+from bot.keyboards import MESSAGE_BUTTONS, card_keyboard, message_keyboard
 from bot.render import TELEGRAM_TEXT_LIMIT, Renderer, telegram_visible_length
 from services.errors import DeliveryError, MessageGone, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from services.ports import ChatTarget, IncidentCard, Languages
@@ -104,14 +104,18 @@ class TelegramGateway:
         return edit_message_id
 
     async def send_message(self, chat_id: str, template: str, context: dict[str, Any], *, reply_to: str | None) -> str:
-        text = self._checked(self._render.render(f"telegram/{template}.html.j2", lang=await self._lang(chat_id), **context))
+        lang = await self._lang(chat_id)
+        text = self._checked(self._render.render(f"telegram/{template}.html.j2", lang=lang, **context))
+        markup = None
+        if template in MESSAGE_BUTTONS:
+            markup = message_keyboard(template, dict(self._render.strings("telegram", lang=lang).message_buttons))
         reply = None
         if reply_to is not None:
             reply = ReplyParameters(message_id=int(reply_to), allow_sending_without_reply=True)
         sent: Message = await self._call(
             self._bot.send_message(
                 chat_id=int(chat_id), text=text, parse_mode=ParseMode.HTML, reply_parameters=reply,
-                link_preview_options=NO_PREVIEW,
+                reply_markup=markup, link_preview_options=NO_PREVIEW,
             )
         )
         return str(sent.message_id)

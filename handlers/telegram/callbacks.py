@@ -10,7 +10,7 @@ from aiogram import Router
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import CallbackQuery
 
-from bot.callbacks import IncidentCb
+from bot.callbacks import IncidentCb, ListCb
 from bot.render import Renderer, html_to_text
 from handlers.telegram.common import actor_of
 from services.actions import ActionResult, Actor
@@ -57,13 +57,23 @@ async def on_card_button_clicked(
     await _answer(query, _toast(renderer, result_context(result)), show_alert=not result.ok)
 
 
-async def _answer(query: CallbackQuery, text: str, show_alert: bool = False) -> None:
+async def _answer(query: CallbackQuery, text: str | None, show_alert: bool = False) -> None:
     """The toast. Telegram refuses it for a press older than ~15 s (processed after a restart, or taken over
     from a replica that died): the press still counts, and the card and thread show its result."""
     try:
         await query.answer(text, show_alert=show_alert)
     except TelegramAPIError as exc:
         log.info("callback_answer_refused", error=exc.message)
+
+
+async def on_list_button_clicked(query: CallbackQuery, callback_data: ListCb, chat: ChatService,
+                                  renderer: Renderer) -> None:
+    """A message's "List incidents" (the storm digest): answered at once, the list follows as /incidents'."""
+    if query.message is None:
+        await _answer(query, _toast(renderer, {"outcome": "stale_button", "ref": ""}), show_alert=True)
+        return
+    await _answer(query, None)
+    await chat.incidents(actor_of(query.from_user, query.message.chat), reply_to=None)
 
 
 async def on_stale_button_clicked(query: CallbackQuery, renderer: Renderer) -> None:
@@ -101,5 +111,6 @@ def build_router() -> Router:
     """A fresh router per dispatcher (aiogram attaches a router to one parent only)."""
     router = Router(name=__name__)
     router.callback_query.register(on_card_button_clicked, IncidentCb.filter())
+    router.callback_query.register(on_list_button_clicked, ListCb.filter())
     router.callback_query.register(on_stale_button_clicked)
     return router

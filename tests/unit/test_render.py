@@ -19,6 +19,7 @@ from services.languages import LanguageChange
 from services.playbooks import STEPS_MAX
 from services.ports import CardAction
 from services.queries import _execution_json, _history_item, evidence_view, vote_view
+from services.storm import FirstCard, StormPlan, digest_context, plan_storm
 from services.views import (
     CARD_LIMITS,
     CARD_MAX_STEPS,
@@ -700,6 +701,13 @@ _AUDIT: list[dict[str, Any]] = [
     ),
 ]
 
+_STORM = plan_storm([
+    FirstCard(n, n, ("critical", "warning", "info", "", "High")[n % 5], ("KubePodCrashLooping", "Odd <name> & co")[n % 2],
+              ("checkout", "payments", "", "search")[n % 4], CREATED + timedelta(seconds=n))
+    for n in range(1, 41)
+], 20)
+assert _STORM is not None
+
 PLAUSIBLE: dict[str, list[dict[str, Any]]] = {
     "action_result": [
         result_context(ActionResult(outcome, "INC-42", state="approved", by="@alice <a>", needed_role="approver",
@@ -844,6 +852,11 @@ PLAUSIBLE: dict[str, list[dict[str, Any]]] = {
          "started_at": CREATED.isoformat(), "resolved_at": CREATED.isoformat(), "alert_count": 1, "firing_count": 0,
          "summary": "", "root_cause": "", "source": None, "model": None, "command": "", "proposal_state": None,
          "decided_by": None, "events": [], "notes": [], "ai_failure": None},
+    ],
+    "storm_digest": [
+        digest_context(_STORM),
+        digest_context(StormPlan(kept=[], folded=_STORM.all[:6])),
+        {**digest_context(_STORM), "within_minute": False},
     ],
     **SCHEDULE_PLAUSIBLE,  # report, postmortem, silence, silences, reminder (built from the scheduled services)
 }
