@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.ingest import ALERTSTORM, INGEST_TOKEN, VERIFY_HOOK, AppProcess, fmt  # noqa: E402
+from bench.ingest import ALERTSTORM, INGEST_TOKEN, VERIFY_HOOK, AppProcess, fmt, run_alertstorm  # noqa: E402
 from bench.report import generate, report_periods, report_service, timed_runs  # noqa: E402
 from bench.stats import text_table  # noqa: E402
 from services.schedule import parse_hhmm  # noqa: E402
@@ -93,18 +93,7 @@ async def ingest(url: str, label: str, seconds: float, keep: bool) -> dict[str, 
             "--label", label, "--json-out", str(out_file),
         ]
         env = {**os.environ, "ALERTPILOT_VERIFY_MODE": "fingerprint"}
-        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT, env=env)
-        try:
-            stdout, _ = await asyncio.wait_for(proc.communicate(), seconds + 300)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise RuntimeError("alertstorm did not finish in time") from None
-        text = stdout.decode(errors="replace")
-        print("\n".join("  " + line for line in text.rstrip().splitlines()), flush=True)
-        if not out_file.exists():
-            raise RuntimeError(f"alertstorm wrote no result (exit {proc.returncode}): {text[-1000:]}")
+        await run_alertstorm(cmd, out_file, seconds + 300, env=env)
         rec = json.loads(out_file.read_text().strip().splitlines()[-1])
         result.update(
             alerts_accepted=rec["alerts_accepted"], alerts_per_s=rec["alerts_accepted_per_s"],

@@ -178,6 +178,25 @@ class AppProcess:
 # --------------------------------------------------------------------------- 1. ingest throughput
 
 
+
+async def run_alertstorm(cmd: list[str], out_file: Path, timeout: float, env: dict[str, str] | None = None) -> int:
+    """Run alertstorm (its own process), echo its output indented; its exit code. Raises RuntimeError when it
+    overruns ``timeout`` or wrote no result to ``out_file``."""
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                                                env=env)
+    try:
+        stdout, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError("alertstorm did not finish in time") from None
+    text = stdout.decode(errors="replace")
+    print("\n".join("  " + line for line in text.rstrip().splitlines()), flush=True)
+    if not out_file.exists():
+        raise RuntimeError(f"alertstorm wrote no result (exit {proc.returncode}): {text[-1000:]}")
+    assert proc.returncode is not None
+    return proc.returncode
+
 async def run_scenario(sc: Scenario, quick: bool, keep: bool, profile: bool = False) -> dict[str, Any]:
     app = AppProcess(sc.name, profile=profile)
     result: dict[str, Any] = {"scenario": asdict(sc), "ok": False}
@@ -200,18 +219,7 @@ async def run_scenario(sc: Scenario, quick: bool, keep: bool, profile: bool = Fa
         ]
         print(f"\n=== {sc.name}: {sc.total} alerts, {sc.identities} identities, {sc.per_payload}/request, "
               f"concurrency {sc.concurrency}", flush=True)
-        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        try:
-            stdout, _ = await asyncio.wait_for(proc.communicate(), max_seconds + verify_wait + 120)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise RuntimeError("alertstorm did not finish in time") from None
-        text = stdout.decode(errors="replace")
-        print("\n".join("  " + line for line in text.rstrip().splitlines()), flush=True)
-        result["alertstorm_exit"] = proc.returncode
-        if not out_file.exists():
-            raise RuntimeError(f"alertstorm wrote no result (exit {proc.returncode}): {text[-1000:]}")
+        result["alertstorm_exit"] = await run_alertstorm(cmd, out_file, max_seconds + verify_wait + 120)
         rec = json.loads(out_file.read_text().strip().splitlines()[-1])
         result["alertstorm"] = rec
         with contextlib.suppress(Exception):
