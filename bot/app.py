@@ -21,6 +21,11 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+try:  # the faster event loop (libuv) where it is available; the standard one elsewhere (Windows)
+    import uvloop
+except ImportError:  # pragma: no cover
+    uvloop = None  # type: ignore[assignment]
+
 from bot.chat.console import ConsoleGateway
 from bot.chat.telegram import TelegramGateway
 from bot.chat.wecom import WeComRobotGateway, mask_key, robot_id
@@ -736,4 +741,4 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "send-test-alert":
         raise SystemExit(asyncio.run(send_test_alert(settings, resolve=args.resolve, url=args.url,
                                                      severity=args.severity, service=args.service)))
-    raise SystemExit(asyncio.run(serve(settings)))
+    raise SystemExit(uvloop.run(serve(settings)) if uvloop is not None else asyncio.run(serve(settings)))

@@ -14,7 +14,7 @@ from typing import Any
 from services.ports import ChatTarget
 from services.routing import chats_of
 from storage.repos import Tx
-from storage.tables import Outbox, OutboxKind
+from storage.tables import Incident, Outbox, OutboxKind
 
 
 class Listener:
@@ -68,9 +68,18 @@ class Notifier:
         """The chats of this incident's card and thread: its routed chats, or the default card chats."""
         return chats_of(await tx.incidents.chats_of(incident_id)) or self.card_targets
 
-    async def card(self, tx: Tx, incident_id: int, now: datetime, *, not_before: datetime | None = None) -> None:
-        """Make the incident's card in every chat of the incident reflect current state (send, or edit in place)."""
-        for target in await self.targets_of(tx, incident_id):
+    def targets_for(self, incident: Incident) -> tuple[ChatTarget, ...]:
+        """``targets_of`` for an incident row the caller holds."""
+        return chats_of(incident.chats) or self.card_targets
+
+    async def card(
+        self, tx: Tx, incident_id: int, now: datetime, *, not_before: datetime | None = None,
+        incident: Incident | None = None,
+    ) -> None:
+        """Make the incident's card in every chat of the incident reflect current state (send, or edit in place).
+        ``incident``: its row when the caller holds it (its chats are not read again)."""
+        targets = self.targets_for(incident) if incident is not None else await self.targets_of(tx, incident_id)
+        for target in targets:
             await tx.outbox.enqueue(
                 Outbox(
                     channel=target.channel,

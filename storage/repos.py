@@ -53,10 +53,19 @@ class IncidentRepo:
     async def find_open(self, open_key: str) -> Incident | None:
         return (await self._s.execute(select(Incident).where(Incident.open_key == open_key))).scalar_one_or_none()
 
+    async def find_open_many(self, open_keys: Sequence[str]) -> dict[str, Incident]:
+        """The open incident of each of these keys that has one, by open key."""
+        return {i.open_key: i for i in await _rows_where_in(self._s, Incident, "open_key", open_keys) if i.open_key}
+
     async def add(self, incident: Incident) -> Incident:
         self._s.add(incident)
         await self._s.flush()
         return incident
+
+    async def add_all(self, incidents: Sequence[Incident]) -> None:
+        """Insert these new incidents together (one statement where the database returns the ids of many)."""
+        self._s.add_all(incidents)
+        await self._s.flush()
 
     async def resolve(self, incident_id: int, at: datetime) -> bool:
         result = await self._s.execute(
@@ -220,12 +229,8 @@ class AlertRepo:
         self._s = session
 
     async def find_active_many(self, active_keys: Sequence[str]) -> dict[str, Alert]:
-        found: dict[str, Alert] = {}
-        unique = list(dict.fromkeys(active_keys))
-        for start in range(0, len(unique), IN_CHUNK):
-            rows = await self._s.execute(select(Alert).where(Alert.active_key.in_(unique[start : start + IN_CHUNK])))  # type: ignore[union-attr]
-            found.update({a.active_key: a for a in rows.scalars() if a.active_key})
-        return found
+        """The live row of each of these alert keys that has one, by active key."""
+        return {a.active_key: a for a in await _rows_where_in(self._s, Alert, "active_key", active_keys) if a.active_key}
 
     def stage(self, alert: Alert) -> None:
         """Add a new row; it is written with the others at the next flush (one round trip for a batch)."""
@@ -262,6 +267,11 @@ class AlertRepo:
     async def of_incident(self, incident_id: int) -> list[Alert]:
         rows = await self._s.execute(select(Alert).where(Alert.incident_id == incident_id).order_by(Alert.id))
         return list(rows.scalars())
+
+    async def last_end(self, incident_id: int) -> datetime | None:
+        """When the incident's last alert ended (endsAt), if any has."""
+        rows = await self._s.execute(select(func.max(Alert.ends_at)).where(Alert.incident_id == incident_id))
+        return rows.scalar_one_or_none()
 
     async def count_firing(self, incident_id: int) -> int:
         rows = await self._s.execute(
@@ -711,6 +721,15 @@ class OutboxRepo:
     async def of_incident(self, incident_id: int) -> list[Outbox]:
         rows = await self._s.execute(select(Outbox).where(Outbox.incident_id == incident_id).order_by(Outbox.id))
         return list(rows.scalars())
+
+
+async def _rows_where_in(session: AsyncSession, model: Any, column: str, values: Sequence[str]) -> list[Any]:
+    """The rows of ``model`` whose ``column`` is one of ``values`` (de-duplicated, IN_CHUNK at a time)."""
+    unique, rows = list(dict.fromkeys(values)), []
+    for start in range(0, len(unique), IN_CHUNK):
+        result = await session.execute(select(model).where(getattr(model, column).in_(unique[start : start + IN_CHUNK])))
+        rows.extend(result.scalars())
+    return rows
 
 
 def _key_starts_with(prefix: str) -> Any:
