@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from storage import migrate
+from storage import migrate, sqlite_driver
 from storage.errors import DatabaseUnavailable, WriteConflict
 from storage.repos import Tx
 
@@ -40,20 +40,29 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         busy_timeout = SQLITE_BUSY_TIMEOUT
         if self.is_sqlite:
+            kwargs["module"] = sqlite_driver.dbapi()  # one thread hand-off per statement (storage/sqlite_driver.py)
             busy_timeout = float(str(parsed.query.get("timeout") or SQLITE_BUSY_TIMEOUT))
             database = parsed.database or ""
+            # isolation_level None: sqlite3 opens no transaction by itself; SQLAlchemy's "begin" emits BEGIN
+            # (below). sqlite3's own implicit BEGIN comes only before INSERT/UPDATE/DELETE, so a transaction
+            # whose first write was a SAVEPOINT ended at its RELEASE: what followed was not atomic with it.
             if database in ("", ":memory:"):
-                kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+                kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False, "isolation_level": None})
             else:
                 Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-                kwargs.update(connect_args={"timeout": busy_timeout})
+                kwargs.update(connect_args={"timeout": busy_timeout, "isolation_level": None})
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect",
                          functools.partial(_sqlite_pragmas, busy_ms=round(busy_timeout * 1000)))
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write_sessions = async_sessionmaker(
+            self.engine.execution_options(sqlite_begin="IMMEDIATE") if self.is_sqlite else self.engine,
+            expire_on_commit=False,
+        )
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
     async def create_schema(self) -> None:
@@ -67,10 +76,10 @@ class Database:
         database as DatabaseUnavailable."""
         try:
             if self._write_lock is None:
-                async with self._sessions() as session, session.begin():
+                async with self._write_sessions() as session, session.begin():
                     yield Tx(session)
             else:
-                async with self._write_lock, self._sessions() as session, session.begin():
+                async with self._write_lock, self._write_sessions() as session, session.begin():
                     yield Tx(session)
         except IntegrityError as exc:
             raise WriteConflict(str(exc.orig)) from exc
@@ -98,6 +107,13 @@ class Database:
 
 def _unavailable(exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"database unreachable: {type(exc).__name__}: {exc}")
+
+
+def _sqlite_begin(connection: Any) -> None:
+    """Every transaction is a real one: BEGIN, or BEGIN IMMEDIATE (the write lock at once, so a write after
+    a read never fails on another process's commit in between) where ``sqlite_begin="IMMEDIATE"`` is set."""
+    mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+    connection.connection.driver_connection.begin(f"BEGIN {mode}")  # sent with the first statement
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, busy_ms: int) -> None:

@@ -67,13 +67,11 @@ async def state(engine: AsyncEngine) -> SchemaState:
 async def upgrade(engine: AsyncEngine, *, to: str = "head") -> tuple[SchemaState, SchemaState]:
     """Migrate to this release's schema (nothing when it is there); the state before and after. ``to``: an
     earlier revision instead (tests of the step from there)."""
-    async with engine.begin() as conn:
+    # SQLite (storage/db.py begins every transaction itself): take the write lock at BEGIN, so that processes
+    # sharing the file migrate one after another, all or nothing.
+    async with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-        elif conn.dialect.name == "sqlite":
-            # The driver begins lazily (at the first write) and runs DDL outside any transaction: take the
-            # write lock now, so that processes sharing the file migrate one after another, all or nothing.
-            await conn.exec_driver_sql("BEGIN IMMEDIATE")
         before = await conn.run_sync(_state)
         if before.current != (head() if to == "head" else to):
             await conn.run_sync(_upgrade, to)

@@ -9,6 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -538,15 +540,11 @@ class OutboxRepo:
         if row.dedup_key is None:
             self._s.add(row)
             return True
-        exists = await self._s.execute(select(Outbox.id).where(Outbox.dedup_key == row.dedup_key))
-        if exists.first() is not None:
-            return False
-        try:
-            async with self._s.begin_nested():
-                self._s.add(row)
-        except IntegrityError:
-            return False
-        return True
+        # One statement, the same on SQLite and PostgreSQL: the unique dedup_key decides, even between replicas.
+        values = {c.key: getattr(row, c.key) for c in Outbox.__table__.columns if c.key != "id"}
+        insert = sqlite_insert if self._s.bind.dialect.name == "sqlite" else postgresql_insert
+        result = await self._s.execute(insert(Outbox).values(**values).on_conflict_do_nothing())
+        return bool(result.rowcount == 1)
 
     def _heads(self, channel: str) -> Any:
         """The first unfinished row of each (chat, incident): only a head may go, so a reply never overtakes
