@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import insert_sentinel as sentinel_column
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -95,6 +96,9 @@ class OutboxKind(StrEnum):
 
 class Incident(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
+    # Lets SQLAlchemy insert many rows in one INSERT … RETURNING and match the ids to the rows (SQLite has no
+    # order for RETURNING); filled only by such inserts, never read.
+    sentinel: int | None = Field(default=None, sa_column=sentinel_column("sentinel"))
     status: str = Field(default=IncidentStatus.FIRING, index=True)
     source: str = "alertmanager"
     receiver: str = ""
@@ -126,6 +130,9 @@ class Incident(SQLModel, table=True):
 
 class Alert(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
+    # Lets SQLAlchemy insert many rows in one INSERT … RETURNING and match the ids to the rows (SQLite has no
+    # order for RETURNING); filled only by such inserts, never read.
+    sentinel: int | None = Field(default=None, sa_column=sentinel_column("sentinel"))
     incident_id: int | None = Field(default=None, foreign_key="incident.id", index=True)
     receiver: str = ""
     fingerprint: str = Field(index=True)
@@ -333,6 +340,9 @@ class Playbook(SQLModel, table=True):
 
 class TimelineEvent(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
+    # Lets SQLAlchemy insert many rows in one INSERT … RETURNING and match the ids to the rows (SQLite has no
+    # order for RETURNING); filled only by such inserts, never read.
+    sentinel: int | None = Field(default=None, sa_column=sentinel_column("sentinel"))
     incident_id: int | None = Field(default=None, foreign_key="incident.id", index=True)
     at: datetime = ts()
     kind: str
@@ -357,6 +367,9 @@ class Outbox(SQLModel, table=True):
     __table_args__ = (Index("ix_outbox_due", "channel", "state", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
+    # Lets SQLAlchemy insert many rows in one INSERT … RETURNING and match the ids to the rows (SQLite has no
+    # order for RETURNING); filled only by such inserts, never read.
+    sentinel: int | None = Field(default=None, sa_column=sentinel_column("sentinel"))
     channel: str
     chat_id: str
     incident_id: int | None = Field(default=None, index=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from services.incidents import IncidentService
 from services.ingest_model import AlertBatch, IngestResult
@@ -161,3 +162,17 @@ async def test_a_batch_that_fails_fails_alone(world: World, monkeypatch: pytest.
     assert results[0].new_alerts == 1 and results[2].new_alerts == 1
     alerts = await world.queries.api_alerts(fingerprint=None, status=None, limit=10, offset=0)
     assert alerts["total"] == 2  # the broken batch stored nothing, the others are stored once
+
+
+async def test_a_group_inserts_its_new_rows_in_one_statement_per_table(world: World) -> None:
+    statements: list[str] = []
+    event.listen(world.db.engine.sync_engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_rest: statements.append(sql.split("(")[0].strip()))
+    results = await together(world.incidents, [parse_alertmanager(firing(f"G{i}", f"g{i}a", f"g{i}b")) for i in range(6)])
+    assert [r.incidents_opened for r in results] == [[1], [2], [3], [4], [5], [6]]
+    inserts = [s for s in statements if s.startswith("INSERT")]
+    # six incidents, twelve alerts, six cards and six timeline events: one statement for each table
+    assert sorted(inserts) == ["INSERT INTO alert", "INSERT INTO incident", "INSERT INTO outbox",
+                               "INSERT INTO timelineevent"]
+    body = await world.queries.api_incident(4)
+    assert sorted(a["fingerprint"] for a in body["alerts"]) == ["g3a", "g3b"]  # each row got its own incident's id

@@ -37,7 +37,7 @@ async def test_a_new_database_is_exactly_what_the_models_declare(url: str) -> No
     db = Database(url)
     try:
         before, after = await migrate.upgrade(db.engine)
-        assert before.current is None and not before.legacy and after.current == migrate.head() == "0002"
+        assert before.current is None and not before.legacy and after.current == migrate.head() == "0003"
         async with db.engine.connect() as conn:
             assert await conn.run_sync(_differences) == []
         again = await migrate.upgrade(db.engine)  # nothing to do the second time
@@ -95,7 +95,7 @@ async def test_a_database_at_the_first_revision_gains_the_telegram_inbox_with_it
         found = await migrate.state(db.engine)
         assert found.current == "0001" and not found.up_to_date
         before, after = await migrate.upgrade(db.engine)
-        assert before.current == "0001" and after.current == "0002"
+        assert before.current == "0001" and after.current == "0003"
         async with db.write() as tx:
             assert await tx.telegram_updates.add(7, {"update_id": 7}, "me", now)
             assert not await tx.telegram_updates.add(7, {"update_id": 7}, "other", now)
@@ -137,11 +137,11 @@ def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_db_command_shows_and_upgrades_the_schema(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/cli.db"
     status = _cli(url, "db", "status")
-    assert status.returncode == 1 and "empty; this release: revision 0002 — run `alertpilot db upgrade`" in status.stdout
+    assert status.returncode == 1 and "empty; this release: revision 0003 — run `alertpilot db upgrade`" in status.stdout
     upgraded = _cli(url, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "upgraded from empty to revision 0002" in upgraded.stdout
-    assert "already at revision 0002" in _cli(url, "db", "upgrade").stdout
+    assert "upgraded from empty to revision 0003" in upgraded.stdout
+    assert "already at revision 0003" in _cli(url, "db", "upgrade").stdout
     assert _cli(url, "db", "status").returncode == 0
     wrong = _cli(url, "db", "sideways")
     assert wrong.returncode == 2 and "invalid choice: 'sideways'" in wrong.stderr
