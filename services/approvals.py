@@ -22,6 +22,7 @@ from storage.tables import Approval, Incident, IncidentStatus, Proposal, Proposa
 log = structlog.get_logger(__name__)
 
 DEFAULT_TTL = timedelta(minutes=60)
+DECIDED = frozenset({Outcome.APPROVED, Outcome.REJECTED, Outcome.PARTIAL_APPROVAL})  # a signature or a decision
 
 
 def action_namespace(incident: Incident, proposal: Proposal | None) -> str | None:
@@ -87,7 +88,8 @@ class ApprovalService:
             incident = await tx.incidents.get(incident_id)
             if incident is None:
                 raise IncidentNotFound(ref)
-            # folded into a storm digest in this chat: whoever decides there sees its card and thread again
+            # folded into a storm digest in this chat: whoever acts there sees its card and thread again (a
+            # refusal too); a WeCom callback's chat is the app's, so a decision also unfolds it everywhere (below)
             await tx.refs.rename_marker(actor.target.channel, actor.target.chat_id, incident_id, FOLDED_REF, UNFOLDED_REF)
             proposal = await tx.proposals.current(incident_id)
             namespace = action_namespace(incident, proposal)
@@ -108,6 +110,8 @@ class ApprovalService:
                 result = await self._approve(tx, proposal, actor, reason, now)
             else:
                 result = await self._apply(tx, proposal, actor, reason, now, approve=False)
+            if result.outcome in DECIDED:  # a decision matters to every chat: none keeps the incident folded
+                await tx.refs.rename_markers(incident_id, FOLDED_REF, UNFOLDED_REF)
         self._notify.wake()
         log.info("decision", incident_id=incident_id, actor=actor.id, action=verb, outcome=result.outcome)
         return result

@@ -517,6 +517,13 @@ class MessageRefRepo:
         )
         return result.rowcount == 1
 
+    async def rename_markers(self, incident_id: int, kind: str, new_kind: str) -> int:
+        """``rename_marker`` in every chat of every channel; how many there were."""
+        result = await self._s.execute(
+            update(MessageRef).where(MessageRef.incident_id == incident_id, MessageRef.kind == kind).values(kind=new_kind)
+        )
+        return int(result.rowcount)
+
     async def add_marker(self, channel: str, chat_id: str, incident_id: int, kind: str, at: datetime) -> None:
         """A ref without a message (``message_id`` ""): e.g. the incident was folded into a digest there."""
         exists = await self._s.execute(

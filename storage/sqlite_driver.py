@@ -10,7 +10,9 @@ first statement (``Connection.begin``); commit, rollback and close are one hand-
 transaction is open. SQLite itself still runs in the connection's own thread, so a long query or a lock wait never
 blocks the event loop, and operations on one connection never overlap (SQLAlchemy awaits each one).
 
-``dbapi()`` is what ``create_async_engine(..., module=...)`` takes for a ``sqlite+aiosqlite`` URL.
+A result is held in memory whole, also for a streamed query (``session.stream``; alertpilot does not stream
+from the database). ``dbapi()`` is what ``create_async_engine(..., module=...)`` takes for a
+``sqlite+aiosqlite`` URL.
 """
 
 from __future__ import annotations

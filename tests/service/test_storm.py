@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from services import outbox
+from services.ports import ChatTarget
 from services.sources.alertmanager import parse_alertmanager
 from services.storm import FOLDED_ERROR
 from tests.harness import APPROVER, fixture
@@ -189,3 +190,21 @@ async def test_storm_few_new_cards_never_storm_even_without_room(world: World) -
     assert set(more) <= carded
     assert len(world.gateway.messages("storm_digest")) == 1
     assert len(ids) == 24
+
+
+async def test_storm_a_decision_from_another_chat_unfolds_the_incident_where_it_was_folded(world: World) -> None:
+    """A WeCom callback (or any other chat) is not where the card lives: the decision still brings the folded
+    incident's card back in the chat that folded it."""
+    ids = await open_incidents(world, range(40))
+    await pump_for(world, 61)
+    carded = {c.card.incident_id for c in world.gateway.cards() if c.card is not None}
+    folded = next(i for i in ids if i not in carded)
+    elsewhere = world.actor(APPROVER, "@alice", chat=ChatTarget("wecom", "callback-app"))
+    result = await world.approvals.decide(incident_id=folded, actor=elsewhere, approve=False, reason="not now")
+    assert result.ok
+    before = len(world.gateway.sent)
+    await pump_for(world, 10)
+    later = world.gateway.sent[before:]
+    assert [s.card.incident_id for s in later if s.card is not None] == [folded]
+    async with world.db.read() as tx:
+        assert (await tx.refs.kinds_in("telegram", [folded]))[(CARD_CHAT.chat_id, folded)] == {"unfolded", "card"}
