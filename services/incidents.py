@@ -190,12 +190,12 @@ class IncidentService:
                     group.forget(incident_id)
             else:
                 changes.grown.add(incident_id)  # fewer alerts firing: the card shows it
-        grown = sorted(changes.grown - set(changes.opened) - set(resolved_incidents))
-        muted = await tx.incidents.muted_of(grown)
-        for incident_id in grown:
-            await tx.incidents.touch(incident_id, now)
-            if incident_id not in muted:
-                await self._notify.card(tx, incident_id, now)
+        for incident_id in sorted(changes.grown - set(changes.opened) - set(resolved_incidents)):
+            grown = await tx.incidents.get(incident_id)  # usually in the session already (no query)
+            assert grown is not None
+            grown.updated_at = now  # written with the group's other changes
+            if not grown.muted:
+                await self._notify.card(tx, incident_id, now, incident=grown)
         for incident_id in changes.opened:
             incident = await tx.incidents.get(incident_id)
             assert incident is not None

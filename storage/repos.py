@@ -91,9 +91,6 @@ class IncidentRepo:
             .values(acknowledged_at=at)
         )
 
-    async def touch(self, incident_id: int, at: datetime) -> None:
-        await self._s.execute(update(Incident).where(Incident.id == incident_id).values(updated_at=at))
-
     async def request_analysis(self, incident_id: int, by: str | None) -> bool:
         result = await self._s.execute(
             update(Incident)
@@ -202,15 +199,6 @@ class IncidentRepo:
         """The incident's routed chats ("telegram:-100123"), or None for the default card chats."""
         found = (await self._s.execute(select(Incident.chats).where(Incident.id == incident_id))).scalar_one_or_none()
         return list(found) if found else None
-
-    async def muted_of(self, incident_ids: Iterable[int]) -> set[int]:
-        ids = list(incident_ids)
-        if not ids:
-            return set()
-        rows = await self._s.execute(
-            select(Incident.id).where(Incident.id.in_(ids), Incident.muted.is_(True))  # type: ignore[union-attr]
-        )
-        return set(rows.scalars())
 
     async def many(self, incident_ids: Iterable[int]) -> dict[int, Incident]:
         ids = list(set(incident_ids))
