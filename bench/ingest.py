@@ -179,9 +179,11 @@ class AppProcess:
 
 
 
-async def run_alertstorm(cmd: list[str], out_file: Path, timeout: float, env: dict[str, str] | None = None) -> int:
-    """Run alertstorm (its own process), echo its output indented; its exit code. Raises RuntimeError when it
-    overruns ``timeout`` or wrote no result to ``out_file``."""
+async def run_alertstorm(
+    cmd: list[str], out_file: Path, timeout: float, env: dict[str, str] | None = None, *, echo: bool = True
+) -> int:
+    """Run alertstorm (its own process) and, with ``echo``, print its output indented; its exit code. Raises
+    RuntimeError when it overruns ``timeout`` or wrote no result to ``out_file``."""
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                                                 env=env)
     try:
@@ -191,7 +193,8 @@ async def run_alertstorm(cmd: list[str], out_file: Path, timeout: float, env: di
         await proc.wait()
         raise RuntimeError("alertstorm did not finish in time") from None
     text = stdout.decode(errors="replace")
-    print("\n".join("  " + line for line in text.rstrip().splitlines()), flush=True)
+    if echo:
+        print("\n".join("  " + line for line in text.rstrip().splitlines()), flush=True)
     if not out_file.exists():
         raise RuntimeError(f"alertstorm wrote no result (exit {proc.returncode}): {text[-1000:]}")
     assert proc.returncode is not None

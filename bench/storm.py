@@ -73,6 +73,7 @@ from bench.ingest import (  # noqa: E402
     VERIFY_HOOK,
     AppProcess,
     fmt,
+    run_alertstorm,
 )
 from bench.stats import (  # noqa: E402
     max_in_window,
@@ -349,21 +350,10 @@ def alertstorm_args(app: AppProcess, *, total: int, identities: int, per_payload
     return args
 
 
-async def run_alertstorm(args: list[str], timeout: float, echo: bool) -> dict[str, Any]:
+async def storm_slot(args: list[str], timeout: float, echo: bool) -> dict[str, Any]:
+    """One alertstorm run (``args`` name its --json-out); its result record."""
     out_file = Path(args[args.index("--json-out") + 1])
-    proc = await asyncio.create_subprocess_exec(sys.executable, str(ALERTSTORM), *args,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    try:
-        stdout, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise RuntimeError("alertstorm did not finish in time") from None
-    text = stdout.decode(errors="replace")
-    if echo:
-        print("\n".join("  " + line for line in text.rstrip().splitlines()), flush=True)
-    if not out_file.exists():
-        raise RuntimeError(f"alertstorm wrote no result (exit {proc.returncode}): {text[-1000:]}")
+    await run_alertstorm([sys.executable, str(ALERTSTORM), *args], out_file, timeout, echo=echo)
     return json.loads(out_file.read_text().strip().splitlines()[-1])
 
 
@@ -416,7 +406,7 @@ async def drive_storm(app: AppProcess, plan: StormPlan, workdir: Path, label: st
                                max_seconds=max(60.0, 10 * slot_seconds), out_file=out_file,
                                label=f"{label} slot {i + 1}/{len(slots)}", verify=False)
         at = loop.time() - t0
-        rec = await run_alertstorm(args, timeout=max(120.0, 20 * slot_seconds), echo=False)
+        rec = await storm_slot(args, timeout=max(120.0, 20 * slot_seconds), echo=False)
         # what this slot sent per identity: alertstorm's plan is seeded, so it can be recomputed exactly
         ids, _ = storm_module.plan(storm_module.parse_args(["--url", "http://127.0.0.1:1/", *args[2:]]), run.run_id)
         if rec["errors"] or rec["truncated_by_deadline"]:
@@ -573,7 +563,7 @@ async def run_memory(alerts: int, settle: float, keep: bool) -> dict[str, Any]:
             args = alertstorm_args(app, total=alerts, identities=identities, per_payload=50, concurrency=8,
                                    resolve_fraction=0.2, run_id="m" + uuid.uuid4().hex[:7], max_seconds=600,
                                    out_file=app.dir / "alertstorm.jsonl", label="alertpilot memory", verify=True)
-            rec = await run_alertstorm(args, timeout=900, echo=True)
+            rec = await storm_slot(args, timeout=900, echo=True)
             sampler.phase = "after"
             after = sampler.sample()
             await asyncio.sleep(settle)
