@@ -449,78 +449,105 @@ async def verify_storm(app: AppProcess, run: StormRun) -> dict[str, Any]:
 # --------------------------------------------------------------------------- scenarios
 
 
+class ScenarioApp:
+    """A scenario's app between the fakes that enforce the chat limits, with its RSS sampler; ``start`` it first
+    thing in the ``async with``. On the way out, what every scenario does: an exception is recorded in
+    ``result["error"]`` (one failed scenario must not hide the others' figures), the sampler and the app stop,
+    and the app's log tail and directory are kept when ``result["ok"]`` is not set."""
+
+    def __init__(self, name: str, result: dict[str, Any], keep: bool, every: float = RSS_EVERY) -> None:
+        self.name, self.result, self.keep, self.every = name, result, keep, every
+        self.sampler: RssSampler | None = None
+        self._fakes = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> ScenarioApp:
+        self.fake = await self._fakes.enter_async_context(LimitedBotAPI(token=BOT_TOKEN))
+        self.wecom = await self._fakes.enter_async_context(LimitedWeCom((WECOM_KEY,)))
+        self.app = AppProcess(self.name, app_env(self.fake, self.wecom))
+        return self
+
+    async def start(self) -> RssSampler:
+        await self.app.start()
+        assert self.app.proc is not None
+        self.sampler = RssSampler(self.app.proc.pid, every=self.every)
+        self.sampler.start()
+        return self.sampler
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> bool:
+        result, ok = self.result, bool(self.result.get("ok"))
+        if isinstance(exc, Exception):
+            result["error"] = f"{type(exc).__name__}: {exc}"
+            print(f"  {self.name}: {result['error']}", file=sys.stderr, flush=True)
+        try:
+            if self.sampler is not None:
+                await self.sampler.stop()
+            self.app.stop()
+            result["app_log_tail"] = self.app.tail(1500) if not ok else ""
+            result["workdir"] = str(self.app.dir) if self.keep or not ok else None
+            self.app.cleanup(self.keep or not ok)
+        finally:
+            await self._fakes.aclose()
+        return isinstance(exc, Exception)
+
+
 async def run_storm(name: str, plan: StormPlan, drain_timeout: float, settle: float, keep: bool) -> dict[str, Any]:
     result: dict[str, Any] = {"scenario": name, "plan": plan.__dict__ | {"slots": len(plan.slots())}, "ok": False}
-    async with LimitedBotAPI(token=BOT_TOKEN) as fake, LimitedWeCom((WECOM_KEY,)) as wecom:
-        app = AppProcess(name, app_env(fake, wecom))
-        sampler: RssSampler | None = None
-        try:
-            await app.start()
-            assert app.proc is not None
-            sampler = RssSampler(app.proc.pid)
-            sampler.start()
-            print(f"\n=== {name}: {plan.alerts} alerts from {plan.identities} identities in {plan.seconds:.0f} s "
-                  "(default pacing; Telegram group + WeCom robot fakes that enforce the limits)", flush=True)
-            await asyncio.sleep(3.0)  # idle after start-up: the baseline
-            sampler.phase = "storm"
-            run = await drive_storm(app, plan, app.dir, name)
-            sampler.phase = "drain"
-            backlog_at_end, _ = await outbox_backlog(app)
-            print(f"  storm sent in {run.ended - run.started:.1f} s; outbox backlog then {backlog_at_end}; "
-                  f"waiting up to {drain_timeout:.0f} s for it to drain ...", flush=True)
-            drained_at, left = await wait_drained(app, drain_timeout)
-            sampler.phase = "settle"
-            verify = await verify_storm(app, run)
-            rows = [a for a in await all_alerts(app) if run.run_id in str((a.get("labels") or {}).get("instance", ""))]
-            _, stats = await outbox_backlog(app)
-            await asyncio.sleep(settle)
-            sampler.sample()
-            acked = sum(c["accepted"] for c in run.chunks)
-            result.update(
-                storm_s=round(run.ended - run.started, 1),
-                alerts_sent=sum(c["alerts"] for c in run.chunks),
-                alerts_acked=acked,
-                request_errors=sum(c["errors"] for c in run.chunks),
-                ack_p99_ms_max=max((c["p99_ms"] or 0) for c in run.chunks),
-                ack_p50_ms_median=sorted(c["p50_ms"] or 0 for c in run.chunks)[len(run.chunks) // 2],
-                # every notification is one of: a row's first sighting, a repeat, or the resolve of a row that fired
-                alerts_stored={"rows": len(rows), "instances": sum(1 + int(a["repeat_count"]) for a in rows)
-                               + sum(1 for a in rows if a["status"] == "resolved")},
-                ungrouped_rows=sum(1 for a in rows if a.get("incident_id") is None),
-                incidents=stats.get("incidents"),
-                incidents_of_run=len({a["incident_id"] for a in rows if a.get("incident_id") is not None}),
-                outbox=stats.get("outbox"),
-                outbox_backlog_at_storm_end=backlog_at_end,
-                drained=drained_at is not None,
-                backlog_left=left,
-                drain_s_after_storm=None if drained_at is None else round(max(0.0, drained_at - run.ended), 1),
-                backlog_empty_s_after_start=None if drained_at is None else round(drained_at - run.started, 1),
-                chats=chat_rates(fake, wecom, run.started),
-                telegram_429=len(fake.refused),
-                telegram_429_early_ms=fake.refused_early_ms,
-                wecom_45009=sum(1 for c in wecom.calls if c.errcode == WECOM_RATE_LIMITED),
-                app_log=app_log_counts(app),
-                verify=verify,
-                chunks=run.chunks,
-            )
-            result["ok"] = bool(verify.get("ok")) and result["drained"] and not result["ungrouped_rows"] \
-                and result["request_errors"] == 0
-        except Exception as exc:  # one failed scenario must not hide the others' figures
-            result["error"] = f"{type(exc).__name__}: {exc}"
-            print(f"  {name}: {result['error']}", file=sys.stderr, flush=True)
-        finally:
-            if sampler is not None:
-                await sampler.stop()
-                result["rss"] = rss_summary(sampler.of()) | {
-                    "idle_mib": max((m for m in (s[1] for s in sampler.samples if s[2] == "start")), default=None),
-                    "storm_end_mib": next((m for _, m, p in reversed(sampler.samples) if p == "storm"), None),
-                    "trend": rss_summary(sampler.of("storm")),  # while alerts arrive; drain and settle are in "end"
-                    "samples": sampler.samples,
-                }
-            app.stop()
-            result["app_log_tail"] = app.tail(1500) if not result.get("ok") else ""
-            result["workdir"] = str(app.dir) if keep or not result.get("ok") else None
-            app.cleanup(keep or not result.get("ok"))
+    async with ScenarioApp(name, result, keep) as scenario:
+        app, fake, wecom = scenario.app, scenario.fake, scenario.wecom
+        sampler = await scenario.start()
+        print(f"\n=== {name}: {plan.alerts} alerts from {plan.identities} identities in {plan.seconds:.0f} s "
+              "(default pacing; Telegram group + WeCom robot fakes that enforce the limits)", flush=True)
+        await asyncio.sleep(3.0)  # idle after start-up: the baseline
+        sampler.phase = "storm"
+        run = await drive_storm(app, plan, app.dir, name)
+        sampler.phase = "drain"
+        backlog_at_end, _ = await outbox_backlog(app)
+        print(f"  storm sent in {run.ended - run.started:.1f} s; outbox backlog then {backlog_at_end}; "
+              f"waiting up to {drain_timeout:.0f} s for it to drain ...", flush=True)
+        drained_at, left = await wait_drained(app, drain_timeout)
+        sampler.phase = "settle"
+        verify = await verify_storm(app, run)
+        rows = [a for a in await all_alerts(app) if run.run_id in str((a.get("labels") or {}).get("instance", ""))]
+        _, stats = await outbox_backlog(app)
+        await asyncio.sleep(settle)
+        sampler.sample()
+        acked = sum(c["accepted"] for c in run.chunks)
+        result.update(
+            storm_s=round(run.ended - run.started, 1),
+            alerts_sent=sum(c["alerts"] for c in run.chunks),
+            alerts_acked=acked,
+            request_errors=sum(c["errors"] for c in run.chunks),
+            ack_p99_ms_max=max((c["p99_ms"] or 0) for c in run.chunks),
+            ack_p50_ms_median=sorted(c["p50_ms"] or 0 for c in run.chunks)[len(run.chunks) // 2],
+            # every notification is one of: a row's first sighting, a repeat, or the resolve of a row that fired
+            alerts_stored={"rows": len(rows), "instances": sum(1 + int(a["repeat_count"]) for a in rows)
+                           + sum(1 for a in rows if a["status"] == "resolved")},
+            ungrouped_rows=sum(1 for a in rows if a.get("incident_id") is None),
+            incidents=stats.get("incidents"),
+            incidents_of_run=len({a["incident_id"] for a in rows if a.get("incident_id") is not None}),
+            outbox=stats.get("outbox"),
+            outbox_backlog_at_storm_end=backlog_at_end,
+            drained=drained_at is not None,
+            backlog_left=left,
+            drain_s_after_storm=None if drained_at is None else round(max(0.0, drained_at - run.ended), 1),
+            backlog_empty_s_after_start=None if drained_at is None else round(drained_at - run.started, 1),
+            chats=chat_rates(fake, wecom, run.started),
+            telegram_429=len(fake.refused),
+            telegram_429_early_ms=fake.refused_early_ms,
+            wecom_45009=sum(1 for c in wecom.calls if c.errcode == WECOM_RATE_LIMITED),
+            app_log=app_log_counts(app),
+            verify=verify,
+            chunks=run.chunks,
+        )
+        result["ok"] = bool(verify.get("ok")) and result["drained"] and not result["ungrouped_rows"] \
+            and result["request_errors"] == 0
+    if (sampler := scenario.sampler) is not None:
+        result["rss"] = rss_summary(sampler.of()) | {
+            "idle_mib": max((m for m in (s[1] for s in sampler.samples if s[2] == "start")), default=None),
+            "storm_end_mib": next((m for _, m, p in reversed(sampler.samples) if p == "storm"), None),
+            "trend": rss_summary(sampler.of("storm")),  # while alerts arrive; drain and settle are in "end"
+            "samples": sampler.samples,
+        }
     print_storm(result)
     return result
 
@@ -548,48 +575,34 @@ async def run_memory(alerts: int, settle: float, keep: bool) -> dict[str, Any]:
     name = "memory"
     identities = alerts // 4
     result: dict[str, Any] = {"scenario": name, "alerts": alerts, "identities": identities, "ok": False}
-    async with LimitedBotAPI(token=BOT_TOKEN) as fake, LimitedWeCom((WECOM_KEY,)) as wecom:
-        app = AppProcess(name, app_env(fake, wecom))
-        sampler: RssSampler | None = None
-        try:
-            await app.start()
-            assert app.proc is not None
-            sampler = RssSampler(app.proc.pid, every=1.0)
-            sampler.start()
-            print(f"\n=== {name}: {alerts} alerts ({identities} identities), 50/request, concurrency 8", flush=True)
-            await asyncio.sleep(5.0)
-            before = sampler.sample()
-            sampler.phase = "ingest"
-            args = alertstorm_args(app, total=alerts, identities=identities, per_payload=50, concurrency=8,
-                                   resolve_fraction=0.2, run_id="m" + uuid.uuid4().hex[:7], max_seconds=600,
-                                   out_file=app.dir / "alertstorm.jsonl", label="alertpilot memory", verify=True)
-            rec = await storm_slot(args, timeout=900, echo=True)
-            sampler.phase = "after"
-            after = sampler.sample()
-            await asyncio.sleep(settle)
-            sampler.phase = "settled"
-            settled = sampler.sample()
-            backlog, stats = await outbox_backlog(app)
-            result.update(
-                alerts_accepted=rec["alerts_accepted"], alerts_per_s=rec["alerts_accepted_per_s"],
-                errors=rec["errors"], verify=rec["verify"], wall_s=rec["wall_s"],
-                rss_before_mib=before, rss_peak_mib=max(m for _, m in sampler.of()), rss_after_mib=after,
-                rss_settled_mib=settled, settle_s=settle, stats=stats, outbox_backlog=backlog,
-            )
-            result["ok"] = bool(rec["verify"].get("ok")) and rec["errors"] == 0
-            print(f"  RSS before {fmt(before)} MiB, peak {fmt(result['rss_peak_mib'])}, right after {fmt(after)}, "
-                  f"after {settle:.0f} s idle {fmt(settled)} MiB", flush=True)
-        except Exception as exc:
-            result["error"] = f"{type(exc).__name__}: {exc}"
-            print(f"  {name}: {result['error']}", file=sys.stderr, flush=True)
-        finally:
-            if sampler is not None:
-                await sampler.stop()
-                result["samples"] = sampler.samples
-            app.stop()
-            result["app_log_tail"] = app.tail(1500) if not result.get("ok") else ""
-            result["workdir"] = str(app.dir) if keep or not result.get("ok") else None
-            app.cleanup(keep or not result.get("ok"))
+    async with ScenarioApp(name, result, keep, every=1.0) as scenario:
+        app = scenario.app
+        sampler = await scenario.start()
+        print(f"\n=== {name}: {alerts} alerts ({identities} identities), 50/request, concurrency 8", flush=True)
+        await asyncio.sleep(5.0)
+        before = sampler.sample()
+        sampler.phase = "ingest"
+        args = alertstorm_args(app, total=alerts, identities=identities, per_payload=50, concurrency=8,
+                               resolve_fraction=0.2, run_id="m" + uuid.uuid4().hex[:7], max_seconds=600,
+                               out_file=app.dir / "alertstorm.jsonl", label="alertpilot memory", verify=True)
+        rec = await storm_slot(args, timeout=900, echo=True)
+        sampler.phase = "after"
+        after = sampler.sample()
+        await asyncio.sleep(settle)
+        sampler.phase = "settled"
+        settled = sampler.sample()
+        backlog, stats = await outbox_backlog(app)
+        result.update(
+            alerts_accepted=rec["alerts_accepted"], alerts_per_s=rec["alerts_accepted_per_s"],
+            errors=rec["errors"], verify=rec["verify"], wall_s=rec["wall_s"],
+            rss_before_mib=before, rss_peak_mib=max(m for _, m in sampler.of()), rss_after_mib=after,
+            rss_settled_mib=settled, settle_s=settle, stats=stats, outbox_backlog=backlog,
+        )
+        result["ok"] = bool(rec["verify"].get("ok")) and rec["errors"] == 0
+        print(f"  RSS before {fmt(before)} MiB, peak {fmt(result['rss_peak_mib'])}, right after {fmt(after)}, "
+              f"after {settle:.0f} s idle {fmt(settled)} MiB", flush=True)
+    if scenario.sampler is not None:
+        result["samples"] = scenario.sampler.samples
     return result
 
 

@@ -41,7 +41,7 @@ class GroupCommit(Generic[T, R]):
         self._write, self._weight, self._max_weight, self._name = write, weight, max_weight, name
         self._queue: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._writer: asyncio.Task[None] | None = None
-        self.groups = 0  # groups written (for tests and benchmarks: items per group = submitted / groups)
+        self.groups = 0  # groups written, and the items in them (tests read them: items per group)
         self.items = 0
 
     async def submit(self, item: T) -> R:

@@ -537,7 +537,7 @@ class OutboxRepo:
             return True
         # One statement, the same on SQLite and PostgreSQL: the unique dedup_key decides, even between replicas.
         values = {c.key: getattr(row, c.key) for c in Outbox.__table__.columns if c.key != "id"}
-        insert = sqlite_insert if self._s.bind.dialect.name == "sqlite" else postgresql_insert
+        insert = sqlite_insert if self._s.get_bind().dialect.name == "sqlite" else postgresql_insert
         result = await self._s.execute(insert(Outbox).values(**values).on_conflict_do_nothing())
         return bool(result.rowcount == 1)
 
