@@ -126,7 +126,7 @@ async def _running(
     renderer = Renderer(settings.tz, default_lang=settings.language)
     roles = settings.role_map
     languages = ChatLanguages(db, roles, default=settings.language)
-    outbox_wakeup, analysis_wakeup = Wakeup(), Wakeup()
+    outbox_wakeup, analysis_wakeup, decisions_wakeup = Wakeup(), Wakeup(), Wakeup()
 
     bot: Bot | None = None
     telegram: TelegramGateway | None = None
@@ -157,7 +157,7 @@ async def _running(
     routes = settings.route_list
     sources = (Source(name=DEFAULT_SOURCE, token=token), *source_specs(settings))  # checked by serve()
     routed = [c for r in routes for c in r.chats] + [c for s in sources for c in s.chats]
-    notifier = Notifier(card_targets, outbox_wakeup, routed=routed)
+    notifier = Notifier(card_targets, outbox_wakeup, routed=routed, decisions=decisions_wakeup)
     queries = IncidentQueries(db)
     counters = Metrics()
     knowledge = KnowledgeService(db, clock, roles)
@@ -211,10 +211,10 @@ async def _running(
         enabled=settings.failure_notify_enabled, title=settings.failure_notify_title,
         budget_seconds=settings.decision_sla_seconds,
     )
-    # The execution worker listens to the notifier's wake-ups: every approval wakes it.
+    # The execution worker listens to the notifier's wake-ups that may follow a decision (Notifier.wake).
     execution = ExecutionService(
         db, build_executor(settings), settings.remediation_policy, incidents, learning, failures, notifier, clock,
-        outbox_wakeup, config=settings.execution_config, metrics=counters,
+        decisions_wakeup, config=settings.execution_config, metrics=counters,
     )
     # Scheduled work: every replica runs the same schedule; database leases decide who does each occurrence.
     owner = process_owner()

@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 CLAIM_MARGIN = timedelta(seconds=60)  # a claim outlives the decision SLA by this much before others may retry
 CONCURRENCY = 8
+FACT_ALERTS = 20  # the alerts an analysis shows the engine (the first ones; an incident may have thousands)
 # Undecided, or finished without fixing it (failed, rolled back, interrupted): a fresh opinion may replace it.
 REANALYSABLE = (ProposalState.PENDING, *REPLACEABLE)
 # A trusted proposal scored ≤ 10 with auto-remediation on is approved by alertpilot itself.
@@ -156,12 +157,12 @@ class AnalysisService:
 
     async def analyse(self, incident_id: int) -> bool:
         now = self._now()
-        async with self._db.write() as tx:
+        async with self._db.write(small=True) as tx:  # a storm analyses thousands of these: see Database.write
             if not await tx.incidents.claim_analysis(incident_id, self._owner, now, now - self._claim_ttl):
                 return False
             incident = await tx.incidents.get(incident_id)
             assert incident is not None
-            alerts = await tx.alerts.of_incident(incident_id)
+            alerts = await tx.alerts.of_incident(incident_id, limit=FACT_ALERTS)
             history = await self._queries.history(tx, incident)
         first = alerts[0] if alerts else None
         facts = IncidentFacts(
@@ -172,7 +173,7 @@ class AnalysisService:
             namespace=incident.namespace,
             labels=dict(incident.common_labels) or (dict(first.labels) if first else {}),
             annotations=dict(first.annotations) if first else {},
-            alerts=[{"labels": a.labels, "annotations": a.annotations, "status": a.status} for a in alerts[:20]],
+            alerts=[{"labels": a.labels, "annotations": a.annotations, "status": a.status} for a in alerts],
         )
         # A re-analyse (requested by someone) asks for a fresh opinion: the playbook is skipped.
         requested_by = incident.analysis_requested_by
@@ -191,7 +192,7 @@ class AnalysisService:
 
     async def _store(self, incident_id: int, result: DecisionResult, requested_by: str | None) -> None:
         now, draft = self._now(), result.draft
-        async with self._db.write() as tx:
+        async with self._db.write(small=True) as tx:
             if not await tx.incidents.finish_analysis(incident_id, self._owner):
                 log.warning("analysis_claim_lost", incident_id=incident_id)
                 return
@@ -256,7 +257,7 @@ class AnalysisService:
                      "source": draft.source, "model": draft.model, "fallback_reason": result.fallback_reason},
                     now,
                 )
-        self._notify.wake()
+        self._notify.wake(decided=auto)  # auto-approved: the execution worker starts it
         if self._reviews is not None and state is ProposalState.PENDING and assessment.tier is Tier.TWO:
             self._reviews.request(incident_id, proposal.id or 0)
         log.info("proposal_stored", incident_id=incident_id, source=draft.source, latency_ms=result.latency_ms)

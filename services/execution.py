@@ -171,10 +171,16 @@ class ExecutionService:
     async def run(self) -> None:
         """Start approved proposals as they come (up to CONCURRENCY at once), and report executions whose
         runner died."""
+        checked: datetime | None = None  # when stale executions were last looked for
         try:
             while True:
                 try:
-                    await self.interrupt_stale()
+                    # Every wake-up looks for approved proposals; a lease goes stale with time, so stale runs are
+                    # looked for once per poll interval, not at each of a storm's wake-ups.
+                    now = self._now()
+                    if checked is None or abs((now - checked).total_seconds()) >= self._poll:
+                        checked = now
+                        await self.interrupt_stale()
                     await self._start_waiting()
                 except asyncio.CancelledError:
                     raise

@@ -66,6 +66,7 @@ class _Group:
     bumps: dict[int, int] = field(default_factory=dict)  # stored alert id → repeats to add
     silences: list[Silence] | None = None  # active silences, read once when an incident opens
     ahead: dict[str, Incident] = field(default_factory=dict)  # inserted ahead, not yet claimed by its batch
+    chat_now: bool = False  # a card or thread message was queued that is due now (else only first cards, later)
 
     def forget(self, incident_id: int) -> None:
         """The incident resolved: its alerts and its open key are free for a new incident."""
@@ -119,21 +120,19 @@ class IncidentService:
     async def _write_group(self, batches: list[AlertBatch]) -> list[IngestResult]:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                async with self._db.write() as tx:
-                    results = await self._apply_all(tx, batches, self._now())
+                group = _Group()
+                async with self._db.write(small=True) as tx:  # bounded: MAX_GROUP_ALERTS, IN_CHUNK lookups
+                    results = await self._apply_all(tx, batches, self._now(), group)
                 break
             except WriteConflict:
                 # Another replica opened the same group's incident or alert first: re-read and apply again.
                 if attempt == WRITE_ATTEMPTS:
                     raise
                 log.info("ingest_conflict_retry", attempt=attempt, group_keys=[b.group_key for b in batches][:10])
-        wake = analyse = False
+        analyse = False
         for batch, result in zip(batches, results, strict=True):
             self._metrics.inc("alertpilot_alerts_received_total", result.accepted, kind=batch.source)
             self._metrics.inc("alertpilot_alerts_deduplicated_total", result.repeats, kind=batch.source)
-            # something was queued for the chat (pure repeats queue nothing)
-            wake = wake or bool(result.incidents_opened or result.incidents_resolved or result.new_alerts
-                                or result.resolved_alerts)
             analyse = analyse or bool(result.incidents_opened)
             log.info(
                 "alerts_ingested",
@@ -146,15 +145,17 @@ class IncidentService:
                 opened=result.incidents_opened,
                 resolved_incidents=result.incidents_resolved,
             )
-        if wake:
-            self._notify.wake()
+        if group.chat_now:
+            self._notify.wake(decided=False)
+        elif analyse:  # only first cards were queued (pure repeats queue nothing): due when their grace ends
+            self._notify.wake(after=FIRST_CARD_GRACE, decided=False)
         if analyse:
             self._analysis_wakeup.set()
         return results
 
-    async def _apply_all(self, tx: Tx, batches: list[AlertBatch], now: datetime) -> list[IngestResult]:
-        """Apply the batches in order in one transaction, as if each had been written after the one before."""
-        group = _Group()
+    async def _apply_all(self, tx: Tx, batches: list[AlertBatch], now: datetime, group: _Group) -> list[IngestResult]:
+        """Apply the batches in order in one transaction, as if each had been written after the one before
+        (``group``: new, filled in here)."""
         # One query for every alert of the group that is already live, one for the open incidents of the
         # groups with an alert we have not seen; new rows are flushed together.
         keys = [self._alert_key(b, a) for b in batches for a in b.alerts]
@@ -188,6 +189,7 @@ class IncidentService:
                 if await self.resolve(tx, incident_id, now):
                     resolved_incidents.append(incident_id)
                     group.forget(incident_id)
+                    group.chat_now = True
             else:
                 changes.grown.add(incident_id)  # fewer alerts firing: the card shows it
         for incident_id in sorted(changes.grown - set(changes.opened) - set(resolved_incidents)):
@@ -196,6 +198,7 @@ class IncidentService:
             grown.updated_at = now  # written with the group's other changes
             if not grown.muted:
                 await self._notify.card(tx, incident_id, now, incident=grown)
+                group.chat_now = True
         for incident_id in changes.opened:
             incident = await tx.incidents.get(incident_id)
             assert incident is not None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.ports import ChatTarget
@@ -42,27 +42,54 @@ class Wakeup:
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        self._timer: asyncio.TimerHandle | None = None  # the earliest wake-up set for later
 
     def listener(self) -> Listener:
         listener = Listener()
         self._listeners.append(listener)
         return listener
 
-    def set(self) -> None:
-        for listener in self._listeners:
-            listener.set()
+    def set(self, after: float = 0.0) -> None:
+        """Wake every listener now, or in ``after`` seconds (for work that is not due before then: a storm
+        opening hundreds of incidents whose cards wait for their proposal wakes the workers once, not once
+        per webhook). A later wake-up than one already set changes nothing; the workers find whatever else
+        is due by then themselves."""
+        if after <= 0:
+            for listener in self._listeners:
+                listener.set()
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + after
+        if self._timer is not None and not self._timer.cancelled() and self._timer.when() <= when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.set()
 
 
 class Notifier:
-    def __init__(self, card_targets: Sequence[ChatTarget], wakeup: Wakeup, *, routed: Sequence[ChatTarget] = ()) -> None:
+    def __init__(
+        self, card_targets: Sequence[ChatTarget], wakeup: Wakeup, *, routed: Sequence[ChatTarget] = (),
+        decisions: Wakeup | None = None,
+    ) -> None:
         """``card_targets``: where cards go by default; ``routed``: the chats routes and sources may send an
-        incident's card to instead (services/routing.py)."""
+        incident's card to instead (services/routing.py). ``wakeup``: the senders'; ``decisions``: the
+        execution worker's (None: it listens to ``wakeup``)."""
         self.card_targets = tuple(card_targets)
         self.all_card_targets = tuple(dict.fromkeys([*self.card_targets, *routed]))
-        self._wakeup = wakeup
+        self._wakeup, self._decisions = wakeup, decisions
 
-    def wake(self) -> None:
-        self._wakeup.set()
+    def wake(self, after: timedelta = timedelta(0), *, decided: bool = True) -> None:
+        """Tell the senders to look now (after a commit), or ``after`` from now when nothing queued is due sooner.
+        ``decided``: a proposal may have been approved, so the execution worker looks too; False when only chat
+        traffic was queued (the ingest, an analysis that decided nothing: a storm's thousands of wake-ups)."""
+        self._wakeup.set(after.total_seconds())
+        if decided and self._decisions is not None:
+            self._decisions.set(after.total_seconds())
 
     async def targets_of(self, tx: Tx, incident_id: int) -> tuple[ChatTarget, ...]:
         """The chats of this incident's card and thread: its routed chats, or the default card chats."""

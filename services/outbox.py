@@ -173,10 +173,10 @@ class OutboxSender:
                     paced_wait = min(paced_wait, wait)
                     continue
                 if row.kind == OutboxKind.CARD:
-                    async with self._db.write() as tx:
+                    async with self._db.write(small=True) as tx:
                         await tx.outbox.coalesce(await tx.outbox.card_run_after(row))
                 taken.add(row.chat_id)
-                async with self._db.write() as tx:
+                async with self._db.write(small=True) as tx:
                     if not await tx.outbox.claim(row.id, self._owner, self._now(), self._now() - CLAIM_TTL):
                         continue  # another sender has it
                 finished = await self._deliver(row)
@@ -301,7 +301,7 @@ class OutboxSender:
             await self._fail(row, f"{type(exc).__name__}: {exc}")
             return True
         self._count(SendResult.SENT)
-        async with self._db.write() as tx:
+        async with self._db.write(small=True) as tx:
             if row.kind == OutboxKind.CARD and row.incident_id is not None:
                 await tx.refs.set_card(self.channel, row.chat_id, row.incident_id, message_id, self._now())
             await tx.outbox.finish(

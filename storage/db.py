@@ -63,6 +63,11 @@ class Database:
             self.engine.execution_options(sqlite_begin="IMMEDIATE") if self.is_sqlite else self.engine,
             expire_on_commit=False,
         )
+        self._small_write_sessions = async_sessionmaker(
+            self.engine.execution_options(sqlite_begin="IMMEDIATE", sqlite_inline=True) if self.is_sqlite
+            else self.engine,
+            expire_on_commit=False,
+        )
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
     async def create_schema(self) -> None:
@@ -71,15 +76,20 @@ class Database:
         await migrate.upgrade(self.engine)
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[Tx]:
+    async def write(self, *, small: bool = False) -> AsyncIterator[Tx]:
         """One transaction; a unique-constraint violation surfaces as WriteConflict (retry it), an unreachable
-        database as DatabaseUnavailable."""
+        database as DatabaseUnavailable.
+
+        ``small``: every statement of the transaction is small and indexed (bounded by the caller: the ingest's
+        group commit). On SQLite they then run in the event loop's thread once the transaction holds the write
+        lock, without a thread hand-off each (storage/sqlite_driver.py, ``Connection.begin``)."""
+        sessions = self._small_write_sessions if small else self._write_sessions
         try:
             if self._write_lock is None:
-                async with self._write_sessions() as session, session.begin():
+                async with sessions() as session, session.begin():
                     yield Tx(session)
             else:
-                async with self._write_lock, self._write_sessions() as session, session.begin():
+                async with self._write_lock, sessions() as session, session.begin():
                     yield Tx(session)
         except IntegrityError as exc:
             raise WriteConflict(str(exc.orig)) from exc
@@ -112,8 +122,10 @@ def _unavailable(exc: BaseException) -> DatabaseUnavailable:
 def _sqlite_begin(connection: Any) -> None:
     """Every transaction is a real one: BEGIN, or BEGIN IMMEDIATE (the write lock at once, so a write after
     a read never fails on another process's commit in between) where ``sqlite_begin="IMMEDIATE"`` is set."""
-    mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-    connection.connection.driver_connection.begin(f"BEGIN {mode}")  # sent with the first statement
+    options = connection.get_execution_options()
+    mode = options.get("sqlite_begin", "DEFERRED")
+    # sent with the first statement; sqlite_inline: Database.write(small=True)
+    connection.connection.driver_connection.begin(f"BEGIN {mode}", inline=bool(options.get("sqlite_inline")))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, busy_ms: int) -> None:

@@ -254,8 +254,11 @@ class AlertRepo:
         await self._s.flush()
         return alert
 
-    async def of_incident(self, incident_id: int) -> list[Alert]:
-        rows = await self._s.execute(select(Alert).where(Alert.incident_id == incident_id).order_by(Alert.id))
+    async def of_incident(self, incident_id: int, *, limit: int | None = None) -> list[Alert]:
+        """Its alerts, oldest first (the first ``limit`` of them)."""
+        rows = await self._s.execute(
+            select(Alert).where(Alert.incident_id == incident_id).order_by(Alert.id).limit(limit)  # type: ignore[arg-type]
+        )
         return list(rows.scalars())
 
     async def last_end(self, incident_id: int) -> datetime | None:

@@ -8,7 +8,10 @@ Here a statement executes and fetches all of its rows in one hand-off; creating,
 cursor happen in the event loop's thread, where they only touch memory. A transaction's BEGIN goes with its
 first statement (``Connection.begin``); commit, rollback and close are one hand-off each, and none when no
 transaction is open. SQLite itself still runs in the connection's own thread, so a long query or a lock wait never
-blocks the event loop, and operations on one connection never overlap (SQLAlchemy awaits each one).
+blocks the event loop, and operations on one connection never overlap (SQLAlchemy awaits each one). The one
+exception is asked for: a write transaction of small statements (``Connection.begin(..., inline=True)``,
+``Database.write(small=True)``) runs the statements after its BEGIN IMMEDIATE in the event loop's thread, where
+nothing can make them wait; a hand-off costs ten times such a statement.
 
 A result is held in memory whole, also for a streamed query (``session.stream``; alertpilot does not stream
 from the database). ``dbapi()`` is what ``create_async_engine(..., module=...)`` takes for a
@@ -86,6 +89,8 @@ class Connection:
         self._thread = _Thread()
         self._tx = _Jobs(self)
         self._begin: str | None = None  # a BEGIN to run with the next statement (``begin``)
+        self._inline_next = False  # the transaction ``begin`` opens runs its statements inline (see there)
+        self._inline = False  # the open transaction's statements run in the event loop's thread
 
     def __await__(self) -> Any:
         return self._open().__await__()
@@ -120,22 +125,31 @@ class Connection:
         await cursor.execute(sql, parameters)
         return cursor
 
-    def begin(self, statement: str) -> None:
+    def begin(self, statement: str, *, inline: bool = False) -> None:
         """Begin a transaction (``BEGIN``, ``BEGIN IMMEDIATE``) with the next statement, in its hand-off; a
-        transaction without statements never begins."""
-        self._begin = statement
+        transaction without statements never begins.
+
+        ``inline`` (with ``BEGIN IMMEDIATE`` only): once the BEGIN holds the write lock, the transaction's
+        statements run in the event loop's thread, with no hand-off. Nothing can make them wait then (WAL
+        readers never block the writer, and no other writer can start), so this is for transactions of small,
+        indexed statements (the ingest's group commit); the BEGIN, which may wait for another process's writer,
+        and the COMMIT, which waits for the disk, still go to the connection's thread."""
+        self._begin, self._inline_next = statement, inline and statement.upper().endswith("IMMEDIATE")
 
     def _take_begin(self) -> str | None:
         begin, self._begin = self._begin, None
         return begin
 
+    def _inline_now(self, begin: str | None) -> bool:
+        return begin is None and self._inline and self._raw.in_transaction
+
     async def commit(self) -> None:
-        self._begin = None
+        self._begin, self._inline = None, False
         if self._raw.in_transaction:  # nothing open (no statement ran, or the pool's reset): nothing to hand off
             await self._run(self._raw.commit)
 
     async def rollback(self) -> None:
-        self._begin = None
+        self._begin, self._inline = None, False
         if self._raw.in_transaction:
             await self._run(self._raw.rollback)
 
@@ -196,7 +210,13 @@ class Cursor:
             raw.execute(sql, () if parameters is None else parameters)
             return raw, raw.fetchall() if raw.description else []
 
-        self._raw, self._rows = await self._connection._run(run)
+        connection = self._connection
+        if connection._inline_now(begin):
+            self._raw, self._rows = run()
+        else:
+            self._raw, self._rows = await connection._run(run)
+            if begin is not None:
+                connection._inline = connection._inline_next
         self._next = 0
         return self
 
@@ -211,7 +231,14 @@ class Cursor:
             raw.executemany(sql, rows)
             return raw
 
-        self._raw, self._rows, self._next = await self._connection._run(run), [], 0
+        connection = self._connection
+        if connection._inline_now(begin):
+            self._raw = run()
+        else:
+            self._raw = await connection._run(run)
+            if begin is not None:
+                connection._inline = connection._inline_next
+        self._rows, self._next = [], 0
         return self
 
     @property

@@ -26,6 +26,22 @@ async def db(tmp_path: Path) -> Database:
     await database.dispose()
 
 
+@pytest.fixture
+def recorded(db: Database, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
+    """(the thread hand-offs, by function name; the SQL statements executed), as they happen."""
+    hand_offs: list[str] = []
+    run = sqlite_driver.Connection._run
+
+    async def counting(self: sqlite_driver.Connection, function: object) -> object:
+        hand_offs.append(getattr(function, "__name__", "?"))
+        return await run(self, function)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite_driver.Connection, "_run", counting)
+    statements: list[str] = []
+    event.listen(db.engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    return hand_offs, statements
+
+
 async def test_rows_rowcount_and_ids_come_back_through_sqlalchemy(db: Database) -> None:
     async with db.write() as tx:
         await tx.kv.put("a", "1")
@@ -51,17 +67,8 @@ async def test_a_unique_violation_is_a_write_conflict_and_rolls_back(db: Databas
         assert await tx.kv.get("other") is None and await tx.kv.get("k") == "first"
 
 
-async def test_one_hand_off_per_statement(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    hand_offs: list[str] = []
-    run = sqlite_driver.Connection._run
-
-    async def counting(self: sqlite_driver.Connection, function: object) -> object:
-        hand_offs.append(getattr(function, "__name__", "?"))
-        return await run(self, function)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(sqlite_driver.Connection, "_run", counting)
-    statements: list[str] = []
-    event.listen(db.engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+async def test_one_hand_off_per_statement(db: Database, recorded: tuple[list[str], list[str]]) -> None:
+    hand_offs, statements = recorded
     async with db.write() as tx:
         await tx.kv.put("k", "v")
         await tx.kv.get("k")
@@ -112,3 +119,55 @@ async def test_a_lock_wait_does_not_block_the_event_loop(db: Database, tmp_path:
     other.close()
     async with db.read() as tx:
         assert await tx.kv.get("after") == "the lock"
+
+
+async def test_a_small_write_hands_off_only_its_begin_and_commit(
+    db: Database, recorded: tuple[list[str], list[str]]
+) -> None:
+    hand_offs, statements = recorded
+    async with db.write(small=True) as tx:
+        await tx.kv.put("k", "v")
+        await tx.kv.put("l", "w")
+        assert await tx.kv.get("k") == "v"
+    assert len(statements) >= 3
+    # the first statement carries BEGIN IMMEDIATE (it may wait for another writer): the only statement handed off
+    assert (hand_offs.count("run"), hand_offs.count("commit")) == (1, 1)
+    hand_offs.clear()
+    statements.clear()
+    async with db.write() as tx:  # an ordinary write after it: every statement goes to the thread again
+        await tx.kv.put("m", "x")
+        await tx.kv.get("m")
+    assert hand_offs.count("run") == len(statements)
+    async with db.read() as tx:
+        assert [await tx.kv.get(k) for k in ("k", "l", "m")] == ["v", "w", "x"]
+
+
+async def test_a_small_write_that_fails_rolls_back_whole(db: Database) -> None:
+    with pytest.raises(WriteConflict):
+        async with db.write(small=True) as tx:
+            await tx.kv.put("first", "1")  # in the thread, with BEGIN IMMEDIATE
+            await tx.kv.put("second", "2")  # inline
+            await tx.session.execute(text("INSERT INTO keyvalue (key, value) VALUES ('first', 'again')"))  # inline: a conflict
+    async with db.read() as tx:
+        assert (await tx.kv.get("first"), await tx.kv.get("second")) == (None, None)
+
+
+async def test_a_small_write_waits_for_another_writer_off_the_event_loop(db: Database, tmp_path: Path) -> None:
+    other = sqlite3.connect(f"{tmp_path}/driver.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    released = asyncio.Event()
+
+    async def release_later() -> None:
+        await asyncio.sleep(0.1)  # runs only if the small write's BEGIN IMMEDIATE waits in the thread
+        other.execute("COMMIT")
+        released.set()
+
+    side = asyncio.create_task(release_later())
+    async with db.write(small=True) as tx:
+        await tx.kv.put("after", "the lock")
+        await tx.kv.put("and", "inline")
+    await side
+    assert released.is_set()
+    other.close()
+    async with db.read() as tx:
+        assert (await tx.kv.get("after"), await tx.kv.get("and")) == ("the lock", "inline")

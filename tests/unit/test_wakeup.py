@@ -34,3 +34,19 @@ async def test_cancellation_in_the_same_turn_as_a_wake_up_stops_the_worker() -> 
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=1)
         assert done, "the worker ignored its cancellation"
+
+
+async def test_a_wake_up_for_later_waits_and_the_earliest_one_set_wins() -> None:
+    loop = asyncio.get_running_loop()
+    wakeup = Wakeup()
+    listener = wakeup.listener()
+    started = loop.time()
+    wakeup.set(after=30)
+    wakeup.set(after=0.05)  # sooner: replaces the 30 s one
+    wakeup.set(after=60)  # later than the one set: changes nothing
+    await asyncio.wait_for(listener.wait(120), 5)  # woken by the 0.05 s one
+    assert loop.time() - started >= 0.04  # not at once
+    await asyncio.sleep(0.1)
+    started = loop.time()
+    await listener.wait(0.05)  # nothing else was pending: the 30 s and 60 s ones are gone
+    assert loop.time() - started >= 0.04
