@@ -22,7 +22,7 @@ from services.routing import Route, route_for, stored_chats
 from storage.clock import Clock
 from storage.db import Database
 from storage.errors import WriteConflict
-from storage.repos import Tx
+from storage.repos import LiveAlert, Tx
 from storage.tables import Alert, AlertStatus, Incident, IncidentStatus, Silence
 
 if TYPE_CHECKING:  # learning needs incident_ref from here; the composition root hands the service in
@@ -61,7 +61,8 @@ def worst_severity(values: list[str]) -> str:
 class _Group:
     """What the batches of one transaction share, read once for all of them and kept current as they apply."""
 
-    active: dict[str, Alert] = field(default_factory=dict)  # live alert rows, by active key
+    active: dict[str, Alert | LiveAlert] = field(default_factory=dict)  # live alerts (stored or new), by active key
+    live: list[LiveAlert] = field(default_factory=list)  # the stored ones, read at the start: their changes go in SQL
     open: dict[str, Incident | None] = field(default_factory=dict)  # open incident by open key (None: none)
     bumps: dict[int, int] = field(default_factory=dict)  # stored alert id → repeats to add
     silences: list[Silence] | None = None  # active silences, read once when an incident opens
@@ -121,7 +122,8 @@ class IncidentService:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 group = _Group()
-                async with self._db.write(small=True) as tx:  # bounded: MAX_GROUP_ALERTS, IN_CHUNK lookups
+                # small: bounded (MAX_GROUP_ALERTS, IN_CHUNK lookups); urgent: every request of the group waits
+                async with self._db.write(small=True, urgent=True) as tx:
                     results = await self._apply_all(tx, batches, self._now(), group)
                 break
             except WriteConflict:
@@ -159,7 +161,8 @@ class IncidentService:
         # One query for every alert of the group that is already live, one for the open incidents of the
         # groups with an alert we have not seen; new rows are flushed together.
         keys = [self._alert_key(b, a) for b in batches for a in b.alerts]
-        group.active = await tx.alerts.find_active_many(keys)
+        found = await tx.alerts.find_live_many(keys)
+        group.active, group.live = dict(found), list(found.values())
         unseen = {self._open_key(b) for b in batches for a in b.alerts if self._alert_key(b, a) not in group.active}
         if unseen:
             found = await tx.incidents.find_open_many(sorted(unseen))
@@ -167,6 +170,7 @@ class IncidentService:
         if all(a.status == AlertStatus.FIRING for b in batches for a in b.alerts):
             await self._open_ahead(tx, batches, now, group)
         results = [await self._apply(tx, batch, now, group) for batch in batches]
+        await tx.alerts.write_live(group.live)
         await tx.alerts.bump_repeats(group.bumps, now)
         return results
 
@@ -184,6 +188,8 @@ class IncidentService:
                 await self._resolved(tx, batch, alert, now, changes, group)
 
         resolved_incidents: list[int] = []
+        if changes.resolving:  # what follows reads the alerts' state in SQL
+            await tx.alerts.write_live(group.live)
         for incident_id in sorted(changes.resolving):
             if await tx.alerts.count_firing(incident_id) == 0:
                 if await self.resolve(tx, incident_id, now):
@@ -217,7 +223,7 @@ class IncidentService:
         )
 
     @staticmethod
-    def _repeat(alert: Alert, now: datetime, changes: _Changes, group: _Group) -> None:
+    def _repeat(alert: Alert | LiveAlert, now: datetime, changes: _Changes, group: _Group) -> None:
         """Count a re-notification: in SQL for stored rows (concurrent writers add up; the same statement
         sets last_seen), in memory for new ones."""
         if alert.id is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from sqlalchemy.pool import StaticPool
 from storage import migrate, sqlite_driver
 from storage.errors import DatabaseUnavailable, WriteConflict
 from storage.repos import Tx
+from storage.turns import WriteTurns
 
 # How long a SQLite write waits for another connection's lock before "database is locked" (answered 503 with
 # Retry-After); ``?timeout=<seconds>`` on the database URL changes it.
@@ -68,7 +68,7 @@ class Database:
             else self.engine,
             expire_on_commit=False,
         )
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._write_turns = WriteTurns() if self.is_sqlite else None
 
     async def create_schema(self) -> None:
         """Bring the schema to this release's (storage/migrate.py: the Alembic migrations; a database from a
@@ -76,20 +76,22 @@ class Database:
         await migrate.upgrade(self.engine)
 
     @asynccontextmanager
-    async def write(self, *, small: bool = False) -> AsyncIterator[Tx]:
+    async def write(self, *, small: bool = False, urgent: bool = False) -> AsyncIterator[Tx]:
         """One transaction; a unique-constraint violation surfaces as WriteConflict (retry it), an unreachable
         database as DatabaseUnavailable.
 
         ``small``: every statement of the transaction is small and indexed (bounded by the caller: the ingest's
         group commit). On SQLite they then run in the event loop's thread once the transaction holds the write
-        lock, without a thread hand-off each (storage/sqlite_driver.py, ``Connection.begin``)."""
+        lock, without a thread hand-off each (storage/sqlite_driver.py, ``Connection.begin``). ``urgent``: someone
+        waits for this transaction (the ingest's acknowledgements); on SQLite it goes before the waiting background
+        writers (storage/turns.py)."""
         sessions = self._small_write_sessions if small else self._write_sessions
         try:
-            if self._write_lock is None:
+            if self._write_turns is None:
                 async with sessions() as session, session.begin():
                     yield Tx(session)
             else:
-                async with self._write_lock, sessions() as session, session.begin():
+                async with self._write_turns.turn(urgent=urgent), sessions() as session, session.begin():
                     yield Tx(session)
         except IntegrityError as exc:
             raise WriteConflict(str(exc.orig)) from exc

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -214,13 +214,55 @@ class IncidentRepo:
         return list(rows.scalars())
 
 
+class LiveAlert:
+    """A stored live alert as the ingest reads it: plain values, not an ORM object (a group of webhooks reads
+    hundreds of them, and mostly only counts a repeat). Assigning a field records the change; ``AlertRepo.
+    write_live`` writes the changes."""
+
+    __slots__ = ("id", "incident_id", "status", "starts_at", "ends_at", "last_seen", "labels", "annotations", "changed")
+    FIELDS = ("status", "starts_at", "ends_at", "last_seen", "labels", "annotations")  # what the ingest changes
+    changed: dict[str, Any]
+
+    def __init__(self, id: int, incident_id: int | None, status: str, starts_at: datetime | None,  # noqa: A002
+                 ends_at: datetime | None, labels: dict[str, str], annotations: dict[str, str]) -> None:
+        for name, value in (("id", id), ("incident_id", incident_id), ("status", status), ("starts_at", starts_at),
+                            ("ends_at", ends_at), ("last_seen", None), ("labels", labels),
+                            ("annotations", annotations), ("changed", {})):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in self.FIELDS:
+            raise AttributeError(f"LiveAlert.{name} is not written by the ingest")
+        object.__setattr__(self, name, value)
+        self.changed[name] = value
+
+
 class AlertRepo:
     def __init__(self, session: AsyncSession) -> None:
         self._s = session
 
-    async def find_active_many(self, active_keys: Sequence[str]) -> dict[str, Alert]:
-        """The live row of each of these alert keys that has one, by active key."""
-        return {a.active_key: a for a in await _rows_where_in(self._s, Alert, "active_key", active_keys) if a.active_key}
+    async def find_live_many(self, active_keys: Sequence[str]) -> dict[str, LiveAlert]:
+        """The live row of each of these alert keys that has one, by active key, as plain values."""
+        t, unique, found = Alert.__table__, list(dict.fromkeys(active_keys)), {}  # type: ignore[attr-defined]
+        columns = (t.c.active_key, t.c.id, t.c.incident_id, t.c.status, t.c.starts_at, t.c.ends_at, t.c.labels,
+                   t.c.annotations)
+        for start in range(0, len(unique), IN_CHUNK):
+            rows = await self._s.execute(select(*columns).where(t.c.active_key.in_(unique[start : start + IN_CHUNK])))
+            for key, *values in rows:
+                found[key] = LiveAlert(*values)
+        return found
+
+    async def write_live(self, alerts: Iterable[LiveAlert]) -> None:
+        """Write what changed in these live alerts (one UPDATE per set of changed fields) and forget the changes."""
+        by_fields: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for alert in alerts:
+            if alert.changed:
+                by_fields.setdefault(tuple(sorted(alert.changed)), []).append({"alert_id": alert.id, **alert.changed})
+                alert.changed.clear()
+        t = Alert.__table__  # type: ignore[attr-defined]
+        for fields, params in by_fields.items():
+            statement = update(t).where(t.c.id == bindparam("alert_id")).values({f: bindparam(f) for f in fields})
+            await self._s.execute(statement, params)
 
     def stage(self, alert: Alert) -> None:
         """Add a new row; it is written with the others at the next flush (one round trip for a batch)."""

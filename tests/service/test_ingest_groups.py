@@ -20,6 +20,7 @@ from services.queries import IncidentQueries
 from services.roles import parse_roles
 from services.sources.alertmanager import parse_alertmanager
 from storage.db import Database
+from storage.repos import LiveAlert
 from tests.fakes.chat import FakeClock
 from tests.harness import ROLES, fixture
 from tests.service.conftest import CARD_CHAT, World
@@ -176,3 +177,27 @@ async def test_a_group_inserts_its_new_rows_in_one_statement_per_table(world: Wo
                                "INSERT INTO timelineevent"]
     body = await world.queries.api_incident(4)
     assert sorted(a["fingerprint"] for a in body["alerts"]) == ["g3a", "g3b"]  # each row got its own incident's id
+
+
+async def test_a_stored_alert_takes_what_changed_in_a_later_group(world: World) -> None:
+    first = fixture("01-firing-one-alert.json")
+    await world.incidents.ingest(parse_alertmanager(first))
+    changed = copy.deepcopy(first)
+    changed["alerts"][0]["labels"]["pod"] = "api-7d9f-new"  # same fingerprint, new labels and annotations
+    changed["alerts"][0]["annotations"]["summary"] = "still down"
+    same = copy.deepcopy(changed)
+    results = await together(world.incidents, [parse_alertmanager(changed), parse_alertmanager(same)])
+    assert [r.repeats for r in results] == [1, 1]
+    async with world.db.read() as tx:
+        (alert,) = await tx.alerts.of_incident(1)
+    assert (alert.labels["pod"], alert.annotations["summary"], alert.repeat_count) == ("api-7d9f-new", "still down", 2)
+    assert alert.labels == changed["alerts"][0]["labels"]
+
+
+def test_a_live_alert_records_its_changes_and_refuses_other_fields() -> None:
+    live = LiveAlert(7, 1, "firing", None, None, {"a": "1"}, {})
+    live.status = "resolved"
+    live.labels = {"a": "2"}
+    assert live.changed == {"status": "resolved", "labels": {"a": "2"}}
+    with pytest.raises(AttributeError):
+        live.incident_id = 2  # type: ignore[misc]
