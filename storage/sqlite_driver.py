@@ -10,8 +10,9 @@ first statement (``Connection.begin``); commit, rollback and close are one hand-
 transaction is open. SQLite itself still runs in the connection's own thread, so a long query or a lock wait never
 blocks the event loop, and operations on one connection never overlap (SQLAlchemy awaits each one). The one
 exception is asked for: a write transaction of small statements (``Connection.begin(..., inline=True)``,
-``Database.write(small=True)``) runs the statements after its BEGIN IMMEDIATE in the event loop's thread, where
-nothing can make them wait; a hand-off costs ten times such a statement.
+``Database.write(small=True)``) runs its BEGIN IMMEDIATE in the event loop's thread when the write lock is free
+(else in the connection's thread), and then its statements there too, where nothing can make them wait; a
+hand-off costs ten times such a statement.
 
 A result is held in memory whole, also for a streamed query (``session.stream``; alertpilot does not stream
 from the database). ``dbapi()`` is what ``create_async_engine(..., module=...)`` takes for a
@@ -129,19 +130,50 @@ class Connection:
         """Begin a transaction (``BEGIN``, ``BEGIN IMMEDIATE``) with the next statement, in its hand-off; a
         transaction without statements never begins.
 
-        ``inline`` (with ``BEGIN IMMEDIATE`` only): once the BEGIN holds the write lock, the transaction's
-        statements run in the event loop's thread, with no hand-off. Nothing can make them wait then (WAL
-        readers never block the writer, and no other writer can start), so this is for transactions of small,
-        indexed statements (the ingest's group commit); the BEGIN, which may wait for another process's writer,
-        and the COMMIT, which waits for the disk, still go to the connection's thread."""
+        ``inline`` (with ``BEGIN IMMEDIATE`` only): the transaction's statements run in the event loop's thread,
+        with no hand-off, once the BEGIN holds the write lock. Nothing can make them wait then (WAL readers never
+        block the writer, and no other writer can start), so this is for transactions of small, indexed
+        statements (the ingest's group commit). The BEGIN is tried there too, with a busy timeout of zero; when
+        another process's writer holds the lock it waits in the connection's thread instead. The COMMIT, which
+        waits for the disk, always goes to the connection's thread."""
         self._begin, self._inline_next = statement, inline and statement.upper().endswith("IMMEDIATE")
 
     def _take_begin(self) -> str | None:
         begin, self._begin = self._begin, None
         return begin
 
-    def _inline_now(self, begin: str | None) -> bool:
-        return begin is None and self._inline and self._raw.in_transaction
+    async def _statement(self, begin: str | None, work: Callable[[], T]) -> T:
+        """Run one statement (``work``), after the transaction's BEGIN when it is the first: in the event loop's
+        thread inside an inline transaction, else in the connection's thread (one hand-off for both)."""
+        if begin is None:
+            return work() if self._inline and self._raw.in_transaction else await self._run(work)
+        if self._inline_next and self._begin_now(begin):
+            self._inline = True
+            return work()
+
+        def begun() -> T:
+            self._raw.execute(begin)
+            return work()
+
+        result = await self._run(begun)
+        self._inline = self._inline_next
+        return result
+
+    def _begin_now(self, begin: str) -> bool:
+        """Take the write lock here if it is free right now; False when another connection holds it (the BEGIN
+        then waits for it, up to the busy timeout, in the connection's thread: never in the event loop's)."""
+        raw = self._raw
+        (busy_ms,) = raw.execute("PRAGMA busy_timeout").fetchone()
+        raw.execute("PRAGMA busy_timeout=0")
+        try:
+            raw.execute(begin)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            return False
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+        return True
 
     async def commit(self) -> None:
         self._begin, self._inline = None, False
@@ -204,19 +236,11 @@ class Cursor:
         raw_connection, begin = self._connection._raw, self._connection._take_begin()
 
         def run() -> tuple[sqlite3.Cursor, list[Any]]:
-            if begin is not None:
-                raw_connection.execute(begin)
             raw = raw_connection.cursor()
             raw.execute(sql, () if parameters is None else parameters)
             return raw, raw.fetchall() if raw.description else []
 
-        connection = self._connection
-        if connection._inline_now(begin):
-            self._raw, self._rows = run()
-        else:
-            self._raw, self._rows = await connection._run(run)
-            if begin is not None:
-                connection._inline = connection._inline_next
+        self._raw, self._rows = await self._connection._statement(begin, run)
         self._next = 0
         return self
 
@@ -225,20 +249,11 @@ class Cursor:
         rows = list(seq_of_parameters)
 
         def run() -> sqlite3.Cursor:
-            if begin is not None:
-                raw_connection.execute(begin)
             raw = raw_connection.cursor()
             raw.executemany(sql, rows)
             return raw
 
-        connection = self._connection
-        if connection._inline_now(begin):
-            self._raw = run()
-        else:
-            self._raw = await connection._run(run)
-            if begin is not None:
-                connection._inline = connection._inline_next
-        self._rows, self._next = [], 0
+        self._raw, self._rows, self._next = await self._connection._statement(begin, run), [], 0
         return self
 
     @property
