@@ -83,9 +83,10 @@ class Database:
         ``small``: every statement of the transaction is small and indexed (bounded by the caller: the ingest's
         group commit). On SQLite they then run in the event loop's thread once the transaction holds the write
         lock (taken there too when it is free), without a thread hand-off each (storage/sqlite_driver.py,
-        ``Connection.begin``). ``urgent``: someone
-        waits for this transaction (the ingest's acknowledgements); on SQLite it goes before the waiting background
-        writers (storage/turns.py)."""
+        ``Connection.begin``).
+
+        ``urgent``: someone waits for this transaction (the ingest's acknowledgements); on SQLite it goes before
+        the background writers that are waiting (storage/turns.py)."""
         sessions = self._small_write_sessions if small else self._write_sessions
         try:
             if self._write_turns is None:
