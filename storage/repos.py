@@ -4,7 +4,7 @@ applied, so double clicks and replicas cannot apply a change twice."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -243,11 +243,11 @@ class AlertRepo:
 
     async def find_live_many(self, active_keys: Sequence[str]) -> dict[str, LiveAlert]:
         """The live row of each of these alert keys that has one, by active key, as plain values."""
-        t, unique, found = Alert.__table__, list(dict.fromkeys(active_keys)), {}  # type: ignore[attr-defined]
+        t, found = Alert.__table__, {}  # type: ignore[attr-defined]
         columns = (t.c.active_key, t.c.id, t.c.incident_id, t.c.status, t.c.starts_at, t.c.ends_at, t.c.labels,
                    t.c.annotations)
-        for start in range(0, len(unique), IN_CHUNK):
-            rows = await self._s.execute(select(*columns).where(t.c.active_key.in_(unique[start : start + IN_CHUNK])))
+        for chunk in _in_chunks(active_keys):
+            rows = await self._s.execute(select(*columns).where(t.c.active_key.in_(chunk)))
             for key, *values in rows:
                 found[key] = LiveAlert(*values)
         return found
@@ -274,10 +274,10 @@ class AlertRepo:
         for alert_id, amount in bumps.items():
             by_amount.setdefault(amount, []).append(alert_id)
         for amount, ids in by_amount.items():
-            for start in range(0, len(ids), IN_CHUNK):
+            for chunk in _in_chunks(ids):
                 await self._s.execute(
                     update(Alert)
-                    .where(Alert.id.in_(ids[start : start + IN_CHUNK]))  # type: ignore[union-attr]
+                    .where(Alert.id.in_(chunk))  # type: ignore[union-attr]
                     .values(repeat_count=Alert.repeat_count + amount, last_seen=now)
                     .execution_options(synchronize_session=False)
                 )
@@ -761,12 +761,18 @@ class OutboxRepo:
         return list(rows.scalars())
 
 
-async def _rows_where_in(session: AsyncSession, model: Any, column: str, values: Sequence[str]) -> list[Any]:
-    """The rows of ``model`` whose ``column`` is one of ``values`` (de-duplicated, IN_CHUNK at a time)."""
-    unique, rows = list(dict.fromkeys(values)), []
+def _in_chunks(values: Iterable[Any]) -> Iterator[list[Any]]:
+    """``values`` without repeats, IN_CHUNK at a time: one ``IN (...)`` list each."""
+    unique = list(dict.fromkeys(values))
     for start in range(0, len(unique), IN_CHUNK):
-        result = await session.execute(select(model).where(getattr(model, column).in_(unique[start : start + IN_CHUNK])))
-        rows.extend(result.scalars())
+        yield unique[start : start + IN_CHUNK]
+
+
+async def _rows_where_in(session: AsyncSession, model: Any, column: str, values: Sequence[str]) -> list[Any]:
+    """The rows of ``model`` whose ``column`` is one of ``values``."""
+    rows = []
+    for chunk in _in_chunks(values):
+        rows.extend((await session.execute(select(model).where(getattr(model, column).in_(chunk)))).scalars())
     return rows
 
 
@@ -1054,10 +1060,10 @@ class ExecutionRepo:
     async def attempts_of(self, execution_ids: Iterable[int]) -> dict[int, list[ExecutionAttempt]]:
         ids = list(execution_ids)
         found: dict[int, list[ExecutionAttempt]] = {i: [] for i in ids}
-        for start in range(0, len(ids), IN_CHUNK):
+        for chunk in _in_chunks(ids):
             rows = await self._s.execute(
                 select(ExecutionAttempt)
-                .where(ExecutionAttempt.execution_id.in_(ids[start : start + IN_CHUNK]))  # type: ignore[attr-defined]
+                .where(ExecutionAttempt.execution_id.in_(chunk))  # type: ignore[attr-defined]
                 .order_by(ExecutionAttempt.id)  # type: ignore[arg-type]
             )
             for attempt in rows.scalars():
